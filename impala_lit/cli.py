@@ -1,0 +1,102 @@
+"""``ImpalaCLI``: the ``LightningCLI`` behind every recipe, with MLflow and checkpoints set up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+
+from impala_lit.callbacks import ImpalaCheckpoint
+from impala_lit.data import ImpalaDataModule
+from impala_lit.learner import ImpalaModule
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MLFLOW_DIR = PROJECT_ROOT / "mlflow"
+CHECKPOINT_DIR = PROJECT_ROOT / "checkpoints"
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store under ``mlflow/``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLFLOW_DIR / 'mlflow.db'}"
+
+
+class MLflowSaveConfig(SaveConfigCallback):
+    """Logs the resolved config to the MLflow run as ``config.yaml``.
+
+    Lightning's default writes it to the logger's ``save_dir``, which is ``None`` for
+    ``sqlite:``/``http:`` stores, and fails.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        logger = trainer.logger
+        if isinstance(logger, MLFlowLogger):
+            text = self.parser.dump(self.config, skip_none=False)
+            logger.experiment.log_text(logger.run_id, text, "config.yaml")
+
+
+class ImpalaCLI(LightningCLI):
+    """LightningCLI for one task: ``experiment`` names the MLflow experiment and checkpoint folder.
+
+    ``defaults`` overrides settings for the task (``{"data.env_id": "CartPole-v1", ...}``).
+    """
+
+    def __init__(self, experiment: str, defaults: dict[str, Any] | None = None, **kwargs: Any):
+        self.experiment = experiment
+        self.task_defaults = defaults or {}
+        kwargs.setdefault("model_class", ImpalaModule)
+        kwargs.setdefault("datamodule_class", ImpalaDataModule)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("save_config_callback", MLflowSaveConfig)
+        kwargs.setdefault("trainer_defaults", self.trainer_defaults())
+        super().__init__(**kwargs)
+
+    @staticmethod
+    def trainer_defaults() -> dict[str, Any]:
+        return {
+            "max_epochs": -1,  # the actor stream never ends: max_steps or model.max_frames stops training
+            "gradient_clip_val": 40.0,  # the paper's global-norm clip
+            "gradient_clip_algorithm": "norm",
+            "log_every_n_steps": 10,
+            "num_sanity_val_steps": 0,
+        }
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.set_defaults(
+            {
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+                    "init_args": {
+                        "experiment_name": self.experiment,
+                        "tracking_uri": default_tracking_uri(),
+                        "artifact_location": str(MLFLOW_DIR / "artifacts" / self.experiment),
+                    },
+                }
+            }
+        )
+        parser.add_lightning_class_args(ImpalaCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                # a fixed folder (not one named after the MLflow run) so ``--ckpt_path last`` finds it
+                "checkpoint.dirpath": str(CHECKPOINT_DIR / self.experiment),
+                "checkpoint.filename": "step{step}-frames{frames:.0f}",
+                "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.monitor": "frames",  # keep the newest save_top_k periodic checkpoints
+                "checkpoint.mode": "max",
+                "checkpoint.save_top_k": 3,
+                "checkpoint.save_last": True,
+                "checkpoint.every_n_train_steps": 500,
+            }
+        )
+        parser.link_arguments("data.observation_shape", "model.init_args.observation_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_actions", "model.init_args.num_actions", apply_on="instantiate")
+        model_args = {k[len("model.") :]: v for k, v in self.task_defaults.items() if k.startswith("model.")}
+        parser.set_defaults({"model": {"class_path": "impala_lit.ImpalaModule", "init_args": model_args}})
+        parser.set_defaults({k: v for k, v in self.task_defaults.items() if not k.startswith("model.")})

@@ -1,0 +1,123 @@
+"""``ImpalaDataModule``: the environment settings and the actor stream, for ``Trainer.fit``."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from tensordict import TensorDict
+
+from impala_lit.actors import RolloutStream
+from impala_lit.envs import EnvSpec, check_env_id
+
+
+class ImpalaDataModule(pl.LightningDataModule):
+    """Actors for training, and evaluation episodes for ``validate``/``test``.
+
+    Args:
+        env_id: gymnasium id; ALE games get the paper's Atari protocol.
+        num_workers: actor processes.
+        envs_per_worker: environments each actor steps as one batch.
+        unroll_length: steps per rollout (T).
+        batch_size: rollouts per learner batch; a multiple of ``envs_per_worker``.
+        frame_skip: Atari only: emulator frames per agent step (max-pooled).
+        noop_max: Atari only: up to this many no-ops at the start of a game.
+        frame_stack: Atari only: frames stacked into one observation.
+        clip_rewards: clip rewards by sign for learning (the logged score stays raw).
+        episodic_life: Atari only: losing a life ends the episode for learning.
+        sticky_actions: Atari only: repeat-action probability (the paper: 0).
+        eval_episodes: games played by ``validate``/``test``.
+        seed: seed of the actors' environments.
+    """
+
+    def __init__(
+        self,
+        env_id: str = "ALE/Pong-v5",
+        num_workers: int = 2,
+        envs_per_worker: int = 16,
+        unroll_length: int = 20,
+        batch_size: int = 32,
+        frame_skip: int = 4,
+        noop_max: int = 30,
+        frame_stack: int = 4,
+        clip_rewards: bool = True,
+        episodic_life: bool = False,
+        sticky_actions: float = 0.0,
+        eval_episodes: int = 10,
+        seed: int = 0,
+    ):
+        super().__init__()
+        check_env_id(env_id)
+        for name, value in [
+            ("num_workers", num_workers),
+            ("envs_per_worker", envs_per_worker),
+            ("unroll_length", unroll_length),
+            ("batch_size", batch_size),
+            ("frame_skip", frame_skip),
+            ("frame_stack", frame_stack),
+            ("eval_episodes", eval_episodes),
+        ]:
+            if value < 1:
+                raise ValueError(f"data.{name}: must be a positive integer, got {value}")
+        if batch_size % envs_per_worker:
+            raise ValueError(
+                f"data.batch_size: {batch_size} must be a multiple of data.envs_per_worker ({envs_per_worker})"
+            )
+        if not 0.0 <= sticky_actions < 1.0:
+            raise ValueError(f"data.sticky_actions: must be in [0, 1), got {sticky_actions}")
+        self.save_hyperparameters()
+        self.env = EnvSpec(
+            env_id=env_id,
+            frame_skip=frame_skip,
+            noop_max=noop_max,
+            frame_stack=frame_stack,
+            clip_rewards=clip_rewards,
+            episodic_life=episodic_life,
+            sticky_actions=sticky_actions,
+        )
+        probe = self.env.make()
+        self.observation_shape: tuple[int, ...] = tuple(probe.observation_spec["observation"].shape)
+        self.num_actions: int = int(probe.action_spec.space.n)
+        probe.close()
+        self.stream: RolloutStream | None = None
+
+    @property
+    def frames_per_batch(self) -> int:
+        """Emulator frames in one learner batch (agent steps x frame skip)."""
+        hp = self.hparams
+        return hp.batch_size * hp.unroll_length * self.env.frames_per_step
+
+    def train_dataloader(self) -> RolloutStream:
+        # Called after checkpoint restore: the actors start from the restored weights.
+        module = self.trainer.lightning_module
+        hp = self.hparams
+        self.stream = RolloutStream(
+            self.env,
+            module.actor,
+            num_workers=hp.num_workers,
+            envs_per_worker=hp.envs_per_worker,
+            unroll_length=hp.unroll_length,
+            batch_size=hp.batch_size,
+            policy_version=module.policy_version,
+            seed=hp.seed + module.policy_version,
+        )
+        return self.stream
+
+    def update_actor_weights(self, weights: TensorDict) -> None:
+        """Send the learner's policy weights to the actors."""
+        if self.stream is not None:
+            self.stream.update_weights(weights)
+
+    def val_dataloader(self) -> list[int]:
+        return list(range(self.hparams.eval_episodes))
+
+    def test_dataloader(self) -> list[int]:
+        return list(range(self.hparams.eval_episodes))
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+    def teardown(self, stage: str) -> None:
+        self.close()
+
+    def on_exception(self, exception: BaseException) -> None:
+        self.close()

@@ -1,0 +1,169 @@
+"""Environment factory: any ALE game under the IMPALA paper's protocol, or any gymnasium id.
+
+Atari (Espeholt et al. 2018, after Mnih et al. 2015):
+``gym.make(id, frameskip=1, repeat_action_probability=0)`` -> ``AtariPreprocessing``
+(repeat each action 4 times, max-pool the last two frames, 84x84 grey, up to 30
+no-op starts) -> 4 stacked frames -> rewards clipped by sign for learning.
+Observations stay ``uint8`` until the network.
+
+Every environment reports the raw game score in ``("next", "game_return")`` /
+``("next", "game_length")`` with ``("next", "game_over")`` set on the step that ends a
+game, so logs show real scores even with clipped rewards and end-of-life episodes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torchrl.data import Unbounded
+from torchrl.envs import EnvBase, GymWrapper, SerialEnv, SignTransform, TransformedEnv
+from torchrl.envs.gym_like import default_info_dict_reader
+
+GAME_KEYS = ("game_return", "game_length", "game_over")
+ATARI_MAX_FRAMES = 108_000  # 30 minutes of play at 60 Hz, the usual Atari cap
+
+
+def _register_ale() -> None:
+    import ale_py
+
+    gym.register_envs(ale_py)
+
+
+def is_atari(env_id: str) -> bool:
+    """True for ids served by ale-py (``ALE/Pong-v5``, ``PongNoFrameskip-v4``...)."""
+    _register_ale()
+    spec = gym.spec(env_id)
+    return isinstance(spec.entry_point, str) and spec.entry_point.startswith("ale_py")
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a one-line ``ValueError`` naming close matches when ``env_id`` is unknown."""
+    _register_ale()
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"data.env_id: unknown environment {env_id!r}{hint}")
+
+
+class GameStats(gym.Wrapper):
+    """Adds the running raw score and length of the current *game* to ``info``.
+
+    Sits under the end-of-life wrapper, so a game spans all its lives, and under
+    reward clipping, so the score is the real one.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._return = 0.0
+        self._length = 0
+
+    def _info(self, info: dict, game_over: bool) -> dict:
+        info = dict(info)
+        info["game_return"] = np.float32(self._return)
+        info["game_length"] = np.int64(self._length)
+        info["game_over"] = np.bool_(game_over)
+        return info
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._return, self._length = 0.0, 0
+        return obs, self._info(info, False)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += float(reward)
+        self._length += 1
+        return obs, reward, terminated, truncated, self._info(info, terminated or truncated)
+
+
+class EpisodicLife(gym.Wrapper):
+    """End-of-life episodes: losing a life terminates the episode for learning,
+    but the game only resets when it is really over (Mnih et al. 2015)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._lives = 0
+        self._game_over = True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._game_over = terminated or truncated
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self._lives:
+            terminated = True
+        self._lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs):
+        if self._game_over:
+            obs, info = self.env.reset(**kwargs)
+        else:  # continue the same game with a no-op step
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        self._lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything needed to build one environment; picklable, so workers can rebuild it."""
+
+    env_id: str = "ALE/Pong-v5"
+    frame_skip: int = 4
+    noop_max: int = 30
+    frame_stack: int = 4
+    clip_rewards: bool = True
+    episodic_life: bool = False
+    sticky_actions: float = 0.0
+
+    @property
+    def frames_per_step(self) -> int:
+        """Emulator frames per agent step (1 for non-Atari envs)."""
+        return self.frame_skip if is_atari(self.env_id) else 1
+
+    def make_gym(self) -> gym.Env:
+        """The gymnasium environment, with the protocol's wrappers."""
+        check_env_id(self.env_id)
+        if not is_atari(self.env_id):
+            return GameStats(gym.make(self.env_id))
+        env = gym.make(
+            self.env_id,
+            frameskip=1,  # AtariPreprocessing does the skipping (and max-pooling)
+            repeat_action_probability=self.sticky_actions,
+            max_num_frames_per_episode=ATARI_MAX_FRAMES,
+            full_action_space=False,
+        )
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=self.noop_max, frame_skip=self.frame_skip, screen_size=84)
+        env = GameStats(env)
+        if self.episodic_life:
+            env = EpisodicLife(env)
+        return gym.wrappers.FrameStackObservation(env, self.frame_stack)
+
+    def make(self) -> EnvBase:
+        """One TorchRL environment (batch size ``[]``), rewards unclipped."""
+        env = GymWrapper(self.make_gym(), categorical_action_encoding=True)
+        reader = default_info_dict_reader(
+            list(GAME_KEYS),
+            spec=[
+                Unbounded((), dtype=torch.float32),
+                Unbounded((), dtype=torch.int64),
+                Unbounded((), dtype=torch.bool),
+            ],
+        )
+        return env.set_info_dict_reader(reader)
+
+    def make_batched(self, num_envs: int) -> TransformedEnv:
+        """``num_envs`` environments stepped in this process, batch size ``[num_envs]``.
+
+        Transforms sit on the batch (one call per step, not one per env).
+        """
+        env = TransformedEnv(SerialEnv(num_envs, self.make))
+        if self.clip_rewards:
+            env.append_transform(SignTransform(in_keys=["reward"], out_keys=["reward"]))
+        return env

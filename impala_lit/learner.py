@@ -1,0 +1,291 @@
+"""``ImpalaModule``: the IMPALA learner (Espeholt et al. 2018) as a ``LightningModule``.
+
+Data flow of one step: rollouts ``[B, T]`` from the actors -> ``compute_advantages``
+(learner forward pass, bootstrap values, V-trace) -> ``loss`` -> Lightning's optimizer
+step (RMSProp, gradient-norm clip) -> ``on_train_batch_end`` sends the weights back to the actors.
+
+To try another objective, subclass and override ``loss`` (and, if needed,
+``compute_advantages``); see ``impala_lit.losses``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import deque
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import grad_norm
+from tensordict import TensorDict, TensorDictBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from impala_lit.networks import make_actor_critic
+from impala_lit.vtrace import TakenActionVTrace
+
+
+class ImpalaModule(pl.LightningModule):
+    """IMPALA learner: V-trace actor-critic on rollouts from asynchronous actors.
+
+    Defaults are the paper's (Table D.1 / the reference ``scalable_agent`` code).
+
+    Args:
+        observation_shape: shape of one observation (set from the data module by the CLI).
+        num_actions: size of the discrete action space (set from the data module by the CLI).
+        network: ``shallow`` (Nature CNN, 512 hidden), ``deep`` (15-layer ResNet, 256 hidden) or ``mlp``.
+        discount: gamma.
+        rho_thresh: V-trace rho-bar, clips the importance ratio of the TD error and policy gradient.
+        c_thresh: V-trace c-bar, clips the trace coefficients.
+        baseline_cost: weight of the baseline loss ``0.5 * sum (v_s - V(x_s))^2``.
+        entropy_cost: weight of the entropy bonus.
+        lr: RMSProp learning rate.
+        rms_alpha: RMSProp decay.
+        rms_eps: RMSProp epsilon.
+        lr_decay: decay the learning rate linearly to 0 over the frame budget
+            (``max_frames``, else ``trainer.max_steps``).
+        max_frames: frame budget (emulator frames); training stops when it is spent.
+        eval_greedy: play evaluation games with the most likely action instead of sampling.
+    """
+
+    def __init__(
+        self,
+        observation_shape: tuple[int, ...] = (4, 84, 84),
+        num_actions: int = 6,
+        network: str = "shallow",
+        discount: float = 0.99,
+        rho_thresh: float = 1.0,
+        c_thresh: float = 1.0,
+        baseline_cost: float = 0.5,
+        entropy_cost: float = 0.01,
+        lr: float = 6e-4,
+        rms_alpha: float = 0.99,
+        rms_eps: float = 0.01,
+        lr_decay: bool = True,
+        max_frames: int | None = None,
+        eval_greedy: bool = False,
+    ):
+        super().__init__()
+        for name, value in [("discount", discount), ("rms_alpha", rms_alpha)]:
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"model.{name}: must be in [0, 1], got {value}")
+        for name, value in [("lr", lr), ("rho_thresh", rho_thresh), ("c_thresh", c_thresh), ("rms_eps", rms_eps)]:
+            if not value > 0:
+                raise ValueError(f"model.{name}: must be positive, got {value}")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"model.max_frames: must be a positive integer or null, got {max_frames}")
+        self.save_hyperparameters()
+        self.actor_critic = make_actor_critic(network, tuple(observation_shape), num_actions)
+        self.vtrace = TakenActionVTrace(gamma=discount, rho_thresh=rho_thresh, c_thresh=c_thresh)
+        self.frames = 0  # emulator frames consumed by the learner
+        self.policy_version = 0  # weight updates sent to the actors
+        self._recent_games: deque[tuple[float, float]] = deque(maxlen=100)
+        self._fps_window: deque[tuple[float, int]] = deque(maxlen=20)
+        self._eval: dict = {}
+
+    # -- networks -----------------------------------------------------------------------------
+    @property
+    def actor(self):
+        """The policy as a TorchRL operator: observation -> action, action_log_prob."""
+        return self.actor_critic.get_policy_operator()
+
+    @property
+    def critic(self):
+        """The value function as a TorchRL operator: observation -> state_value."""
+        return self.actor_critic.get_value_operator()
+
+    def forward(self, observation: TensorDictBase) -> TensorDictBase:
+        """One torso pass, both heads: writes ``hidden``, ``logits`` and ``state_value``."""
+        td = self.actor_critic.module[0](observation)
+        self.actor_critic.get_policy_head().get_dist_params(td)
+        return self.actor_critic.get_value_head()(td)
+
+    # -- V-trace -----------------------------------------------------------------------------
+    def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
+        """Learner pass over ``batch`` ``[B, T]`` and V-trace; returns the same batch with:
+
+        ``logits``, ``learner_log_prob`` (of the taken action) and ``state_value`` (with
+        gradients), ``("next", "state_value")`` (bootstrap values, no gradient), ``advantage``
+        (rho-clipped) and ``value_target`` (v_s). All in fp32, outside autocast.
+        """
+        out = self(batch.select("observation"))
+        done = batch.get(("next", "done")).squeeze(-1)
+        terminated = batch.get(("next", "terminated")).squeeze(-1)
+        with torch.autocast(self.device.type, enabled=False):
+            logits = out.get("logits").float()
+            value = out.get("state_value").float()
+            learner_log_prob = torch.log_softmax(logits, -1).gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1)
+            # V(x_{t+1}) is V(x_t+1) of the same rollout unless the episode ended at t:
+            # terminated -> 0; truncated, or the last step -> the critic on the true next observation.
+            next_value = torch.zeros_like(value)
+            next_value[:, :-1] = value[:, 1:].detach()
+            next_value = next_value.masked_fill(done.unsqueeze(-1), 0.0)
+            bootstrap = ~terminated & done
+            bootstrap[:, -1] = ~terminated[:, -1]
+            if bootstrap.any():
+                with torch.no_grad():
+                    next_obs = batch.get(("next", "observation"))[bootstrap]
+                    next_td = TensorDict(observation=next_obs, batch_size=next_obs.shape[:1])
+                    next_value[bootstrap] = self.critic(next_td).get("state_value").float()
+            batch.set("logits", logits)
+            batch.set("state_value", value)
+            batch.set("learner_log_prob", learner_log_prob)
+            batch.set(("next", "state_value"), next_value)
+            self.vtrace(batch)
+        return batch
+
+    # -- loss --------------------------------------------------------------------------------
+    def loss(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """IMPALA's loss on a batch from ``compute_advantages``; ``"loss"`` is optimised.
+
+        Sums over batch and time, as the reference implementation does: the paper's
+        learning rate, RMSProp epsilon and gradient clip are tuned for that scale.
+        """
+        hp = self.hparams
+        log_probs = torch.log_softmax(batch["logits"], -1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        policy = -(batch["advantage"].squeeze(-1) * batch["learner_log_prob"]).sum()
+        baseline = hp.baseline_cost * 0.5 * (batch["value_target"] - batch["state_value"]).pow(2).sum()
+        entropy_loss = -hp.entropy_cost * entropy.sum()
+        return {
+            "loss": policy + baseline + entropy_loss,
+            "policy": policy,
+            "baseline": baseline,
+            "entropy": entropy_loss,
+        }
+
+    # -- the Lightning loop --------------------------------------------------------------------
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> torch.Tensor:
+        batch = self.compute_advantages(batch)
+        terms = self.loss(batch)
+        self._log_training(batch, terms)
+        return terms["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self, norm_type=2)
+        if norms:
+            self.log("grad_norm", norms["grad_2.0_norm_total"])
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.policy_version += 1
+        weights = TensorDict.from_module(self.actor).data
+        if self.device.type != "cpu":
+            weights = weights.to("cpu")
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "update_actor_weights"):
+            datamodule.update_actor_weights(weights)
+        max_frames = self.hparams.max_frames
+        if max_frames is not None and self.frames >= max_frames:
+            self.trainer.should_stop = True
+
+    def _frames_per_step(self) -> int:
+        datamodule = self.trainer.datamodule
+        return datamodule.env.frames_per_step if datamodule is not None and hasattr(datamodule, "env") else 1
+
+    def _log_training(self, batch: TensorDictBase, terms: dict[str, torch.Tensor]) -> None:
+        self.frames += batch.numel() * self._frames_per_step()
+        now = time.perf_counter()
+        self._fps_window.append((now, self.frames))
+        metrics = {f"loss/{k}" if k != "loss" else "loss/total": v.detach() for k, v in terms.items()}
+        with torch.no_grad():
+            rho = (batch["learner_log_prob"] - batch["action_log_prob"]).exp()
+            metrics["vtrace/rho_mean"] = rho.mean()
+            metrics["vtrace/rho_clipped_frac"] = (rho > self.hparams.rho_thresh).float().mean()
+            metrics["vtrace/value_target_mean"] = batch["value_target"].mean()
+            behaviour_version = batch["policy_version"].float().mean()
+        metrics["policy_lag"] = self.policy_version - behaviour_version
+        metrics["frames"] = float(self.frames)
+        metrics["lr"] = self.optimizers().param_groups[0]["lr"] if self._trainer is not None else 0.0
+        self.log_dict(metrics)
+        if len(self._fps_window) > 1:
+            (t0, f0), (t1, f1) = self._fps_window[0], self._fps_window[-1]
+            self.log("fps", (f1 - f0) / max(t1 - t0, 1e-9), prog_bar=True)
+        over = batch.get(("next", "game_over"))
+        if over.any():
+            returns = batch.get(("next", "game_return"))[over].tolist()
+            lengths = batch.get(("next", "game_length"))[over].tolist()
+            self._recent_games.extend(zip(returns, lengths, strict=False))
+        if self._recent_games:
+            returns, lengths = zip(*self._recent_games, strict=False)
+            self.log("episode/return", sum(returns) / len(returns), prog_bar=True)
+            self.log("episode/length", sum(lengths) / len(lengths))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.RMSprop(self.parameters(), lr=hp.lr, alpha=hp.rms_alpha, eps=hp.rms_eps)
+        total_steps = self._decay_steps()
+        if not hp.lr_decay or total_steps is None:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _decay_steps(self) -> int | None:
+        if self.hparams.max_frames is not None:
+            datamodule = self.trainer.datamodule
+            frames_per_batch = getattr(datamodule, "frames_per_batch", None)
+            if frames_per_batch:
+                return math.ceil(self.hparams.max_frames / frames_per_batch)
+        max_steps = self.trainer.max_steps if self._trainer is not None else -1
+        return max_steps if max_steps > 0 else None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["impala"] = {"frames": self.frames, "policy_version": self.policy_version}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("impala", {})
+        self.frames = int(state.get("frames", 0))
+        self.policy_version = int(state.get("policy_version", 0))
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _start_eval(self) -> None:
+        self._eval = {
+            "env": self.trainer.datamodule.env.make_batched(1),
+            "policy": copy.deepcopy(self.actor).cpu().float(),
+            "games": [],
+        }
+
+    def _eval_step(self, episode: int) -> None:
+        env, policy = self._eval["env"], self._eval["policy"]
+        mode = ExplorationType.DETERMINISTIC if self.hparams.eval_greedy else ExplorationType.RANDOM
+        env.set_seed(1_000_003 * (int(episode) + 1))
+        with torch.no_grad(), set_exploration_type(mode):
+            td = env.reset()
+            while True:
+                out, td = env.step_and_maybe_reset(policy(td))
+                if out["next", "game_over"].any():
+                    self._eval["games"].append((out["next", "game_return"].item(), out["next", "game_length"].item()))
+                    return
+
+    def _end_eval(self, prefix: str) -> None:
+        games = torch.tensor(self._eval["games"], dtype=torch.float64)
+        self._eval["env"].close()
+        self._eval = {}
+        if len(games) == 0:
+            return
+        self.log_dict(
+            {
+                f"{prefix}/return_mean": games[:, 0].mean().item(),
+                f"{prefix}/return_std": games[:, 0].std(unbiased=False).item(),
+                f"{prefix}/length_mean": games[:, 1].mean().item(),
+                f"{prefix}/games": float(len(games)),
+            }
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval()
+
+    def validation_step(self, batch: int, batch_idx: int) -> None:
+        self._eval_step(batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("eval")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval()
+
+    def test_step(self, batch: int, batch_idx: int) -> None:
+        self._eval_step(batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("eval")

@@ -1,0 +1,116 @@
+"""The IMPALA paper's networks, wrapped as one TorchRL ``ActorValueOperator``.
+
+One shared torso feeds a policy head (categorical logits, ``ProbabilisticActor``
+with ``return_log_prob=True``) and a value head (``ValueOperator``).
+Pixels arrive as ``uint8`` and are scaled to [0, 1] inside the torso.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torchrl.modules import ActorValueOperator, ProbabilisticActor, ValueOperator
+
+NETWORKS = ("shallow", "deep", "mlp")
+
+
+class NatureCNN(nn.Module):
+    """The paper's shallow network (Mnih et al. 2015): 3 convs, then 512 hidden units."""
+
+    def __init__(self, in_channels: int = 4, hidden: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, hidden), nn.ReLU(),
+        )  # fmt: skip
+        self.out_features = hidden
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _over_images(self.net, pixels)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+class ResNetTorso(nn.Module):
+    """The paper's deep network (Fig. 3): 3 stages of conv + max-pool + 2 residual blocks."""
+
+    def __init__(self, in_channels: int = 4, channels: tuple[int, ...] = (16, 32, 32), hidden: int = 256):
+        super().__init__()
+        stages: list[nn.Module] = []
+        c_in = in_channels
+        for c_out in channels:
+            stages += [
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+                nn.MaxPool2d(3, stride=2, padding=1),
+                _ResidualBlock(c_out),
+                _ResidualBlock(c_out),
+            ]
+            c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        with torch.no_grad():
+            flat = self.stages(torch.zeros(1, in_channels, 84, 84)).numel()
+        self.head = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU())
+        self.out_features = hidden
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _over_images(lambda x: self.head(self.stages(x)), pixels)
+
+
+class MLP(nn.Module):
+    """Two tanh layers for vector observations (CartPole and friends)."""
+
+    def __init__(self, in_features: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.out_features = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.float())
+
+
+def _over_images(net, pixels: torch.Tensor) -> torch.Tensor:
+    """Apply a conv net to ``[*batch, C, H, W]`` pixels (uint8 scaled to [0, 1] here)."""
+    lead = pixels.shape[:-3]
+    x = pixels.reshape(-1, *pixels.shape[-3:])
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+    return net(x).reshape(*lead, -1)
+
+
+def make_torso(network: str, obs_shape: tuple[int, ...]) -> nn.Module:
+    """Build the torso named ``network`` (one of ``NETWORKS``) for observations of ``obs_shape``."""
+    if network not in NETWORKS:
+        raise ValueError(f"model.network: {network!r} is not one of {', '.join(NETWORKS)}")
+    if network == "mlp":
+        if len(obs_shape) != 1:
+            raise ValueError(f"model.network: 'mlp' needs vector observations, got shape {obs_shape}")
+        return MLP(obs_shape[0])
+    if len(obs_shape) != 3:
+        raise ValueError(f"model.network: {network!r} needs image observations, got shape {obs_shape}")
+    return NatureCNN(obs_shape[0]) if network == "shallow" else ResNetTorso(obs_shape[0])
+
+
+def make_actor_critic(network: str, obs_shape: tuple[int, ...], num_actions: int) -> ActorValueOperator:
+    """Shared torso -> (``ProbabilisticActor`` over categorical logits, ``ValueOperator``)."""
+    torso = make_torso(network, tuple(obs_shape))
+    common = TensorDictModule(torso, in_keys=["observation"], out_keys=["hidden"])
+    policy_head = TensorDictModule(nn.Linear(torso.out_features, num_actions), in_keys=["hidden"], out_keys=["logits"])
+    actor = ProbabilisticActor(
+        policy_head,
+        in_keys=["logits"],
+        distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )
+    critic = ValueOperator(nn.Linear(torso.out_features, 1), in_keys=["hidden"])
+    return ActorValueOperator(common, actor, critic)

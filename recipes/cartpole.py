@@ -1,0 +1,25 @@
+"""CartPole-v1 with IMPALA: a minute-scale check that the whole pipeline learns.
+
+python recipes/cartpole.py fit
+"""
+
+from impala_lit.cli import ImpalaCLI
+
+DEFAULTS = {
+    "data.env_id": "CartPole-v1",
+    "data.num_workers": 2,
+    "data.envs_per_worker": 16,
+    "data.batch_size": 32,
+    "data.unroll_length": 20,
+    "data.clip_rewards": False,
+    "model.network": "mlp",
+    "model.max_frames": 500_000,
+}
+
+
+def main() -> None:
+    ImpalaCLI(experiment="cartpole", defaults=DEFAULTS)
+
+
+if __name__ == "__main__":  # required: TorchRL starts its actor processes with spawn
+    main()

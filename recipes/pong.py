@@ -1,0 +1,22 @@
+"""Atari Pong with IMPALA under the paper's protocol (no sticky actions, 4-frame skip and stack).
+
+python recipes/pong.py fit                      # train on the defaults below
+python recipes/pong.py fit --ckpt_path last     # resume
+python recipes/pong.py test --ckpt_path last    # play evaluation games
+"""
+
+from impala_lit.cli import ImpalaCLI
+
+DEFAULTS = {
+    "data.env_id": "ALE/Pong-v5",
+    "model.network": "shallow",
+    "model.max_frames": 20_000_000,
+}
+
+
+def main() -> None:
+    ImpalaCLI(experiment="pong", defaults=DEFAULTS)
+
+
+if __name__ == "__main__":  # required: TorchRL starts its actor processes with spawn
+    main()
