@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
@@ -42,6 +44,26 @@ class MLflowSaveConfig(SaveConfigCallback):
             logger.experiment.log_text(logger.run_id, text, "config.yaml")
 
 
+class _RawTextFormatter(DefaultHelpFormatter):
+    """Keeps the line breaks of the model-settings section appended to ``--help``."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
+def model_settings_help(model_class: type, defaults: dict[str, Any]) -> str:
+    """``--model.*`` options with their defaults, which subclass mode hides behind ``--model.help``."""
+    helper = ArgumentParser(prog="model", add_help=False)
+    helper.add_class_arguments(model_class, "model", skip={"observation_shape", "num_actions"})
+    helper.set_defaults({f"model.{k}": v for k, v in defaults.items()})
+    options = helper.format_help().split(":\n", 1)[-1]
+    name = f"{model_class.__module__.split('.')[0]}.{model_class.__name__}"
+    return (
+        f"model settings (default --model {name}; another LightningModule subclass: --model CLASS,\n"
+        f"its own settings: --model.help CLASS):\n{options}"
+    )
+
+
 class ImpalaCLI(LightningCLI):
     """LightningCLI for one task: ``experiment`` names the MLflow experiment and checkpoint folder.
 
@@ -55,6 +77,8 @@ class ImpalaCLI(LightningCLI):
         kwargs.setdefault("datamodule_class", ImpalaDataModule)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("save_config_callback", MLflowSaveConfig)
+        kwargs.setdefault("parser_kwargs", {"formatter_class": _RawTextFormatter})
+        kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", self.trainer_defaults())
         super().__init__(**kwargs)
 
@@ -67,6 +91,17 @@ class ImpalaCLI(LightningCLI):
             "log_every_n_steps": 10,
             "num_sanity_val_steps": 0,
         }
+
+    def instantiate_classes(self) -> None:
+        """Settings rejected by a constructor end the run with one line, before any process starts."""
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            message = str(err)
+            if not message.startswith(("data.", "model.", "trainer.")):
+                raise
+            print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults(
@@ -100,3 +135,4 @@ class ImpalaCLI(LightningCLI):
         model_args = {k[len("model.") :]: v for k, v in self.task_defaults.items() if k.startswith("model.")}
         parser.set_defaults({"model": {"class_path": "impala_lit.ImpalaModule", "init_args": model_args}})
         parser.set_defaults({k: v for k, v in self.task_defaults.items() if not k.startswith("model.")})
+        parser.epilog = model_settings_help(ImpalaModule, model_args)

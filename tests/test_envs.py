@@ -1,0 +1,100 @@
+"""The environment factory: the paper's Atari protocol, raw scores, end-of-life episodes."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+from torchrl.envs.utils import check_env_specs
+
+from impala_lit.envs import EnvSpec, check_env_id
+
+
+def _wrappers(env: gym.Env):
+    while hasattr(env, "env"):
+        yield env
+        env = env.env
+
+
+def test_atari_follows_the_paper_protocol() -> None:
+    gym_env = EnvSpec("ALE/Pong-v5").make_gym()
+    chain = [type(e).__name__ for e in _wrappers(gym_env)]
+    assert chain[0] == "FrameStackObservation" and "AtariPreprocessing" in chain
+    ale = gym_env.unwrapped
+    assert ale._frameskip == 1  # the skipping (and max-pooling) is AtariPreprocessing's
+    assert ale.ale.getFloat("repeat_action_probability") == 0.0  # no sticky actions
+    preprocessing = next(e for e in _wrappers(gym_env) if type(e).__name__ == "AtariPreprocessing")
+    assert preprocessing.frame_skip == 4 and preprocessing.noop_max == 30 and preprocessing.screen_size == (84, 84)
+    assert EnvSpec("ALE/Pong-v5").frames_per_step == 4
+    assert EnvSpec("CartPole-v1").frames_per_step == 1
+
+
+def test_atari_observations_are_stacked_uint8_frames() -> None:
+    env = EnvSpec("ALE/Pong-v5").make_batched(2)
+    check_env_specs(env)
+    td = env.rollout(5)
+    assert td["observation"].shape == (2, 5, 4, 84, 84)
+    assert td["observation"].dtype == torch.uint8
+    env.close()
+
+
+def test_rewards_are_clipped_for_learning_but_the_game_score_stays_raw() -> None:
+    torch.manual_seed(0)
+    env = EnvSpec("ALE/SpaceInvaders-v5").make_batched(1)  # invaders are worth 5-30 points
+    env.set_seed(0)
+    td = env.rollout(400, break_when_any_done=False)
+    rewards = td["next", "reward"]
+    assert set(rewards.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    assert rewards.sum() > 0
+    game_return = td["next", "game_return"]
+    assert game_return.max() > rewards.sum()  # raw points, not clipped ones
+    increments = game_return[..., 1:] - game_return[..., :-1]
+    assert increments.max() >= 5
+    env.close()
+
+
+def test_unclipped_rewards_when_asked() -> None:
+    env = EnvSpec("ALE/SpaceInvaders-v5", clip_rewards=False).make_batched(1)
+    env.set_seed(0)
+    td = env.rollout(400, break_when_any_done=False)
+    assert td["next", "reward"].max() >= 5
+    env.close()
+
+
+def test_end_of_life_episodes_terminate_without_ending_the_game() -> None:
+    env = EnvSpec("ALE/Breakout-v5", episodic_life=True).make_batched(1)
+    env.set_seed(0)
+    td = env.rollout(3000, break_when_any_done=False)
+    terminated = td["next", "terminated"].squeeze(-1)
+    game_over = td["next", "game_over"]
+    assert terminated.sum() > game_over.sum() >= 1  # lives lost before the game ended
+    # the game score carries across lives: it only resets after game over
+    first_life_end = int(terminated.nonzero()[0, -1])
+    assert not game_over[0, first_life_end]
+    length = td["next", "game_length"][0]
+    assert length[first_life_end + 1] > length[first_life_end] > 1  # no restart at 1 after a life
+    env.close()
+
+
+def test_cartpole_goes_through_the_same_factory() -> None:
+    env = EnvSpec("CartPole-v1").make_batched(3)
+    check_env_specs(env)
+    td = env.rollout(600, break_when_any_done=False)
+    assert td["observation"].shape == (3, 600, 4)
+    over = td["next", "game_over"]
+    assert over.any()
+    assert (td["next", "game_return"][over] == td["next", "game_length"][over].float()).all()
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("env_id", "hint"),
+    [("ALE/Pongg-v5", "ALE/Pong-v5"), ("CartPol-v1", "CartPole-v1"), ("NoSuchGame", None)],
+)
+def test_unknown_env_id_is_one_clear_line(env_id: str, hint: str | None) -> None:
+    with pytest.raises(ValueError) as err:
+        check_env_id(env_id)
+    message = str(err.value)
+    assert "\n" not in message and "data.env_id" in message and env_id in message
+    if hint:
+        assert hint in message
