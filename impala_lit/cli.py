@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,10 +98,11 @@ class ImpalaCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as err:
-            message = str(err)
-            if not message.startswith(("data.", "model.", "trainer.")):
+            # jsonargparse may wrap our message (subclass mode lists every Union member it tried)
+            found = re.search(r"\b(?:data|model|trainer)\.\w+: [^\n]+", str(err))
+            if found is None:
                 raise
-            print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+            print(f"{Path(sys.argv[0]).name}: error: {found.group(0)}", file=sys.stderr)
             raise SystemExit(2) from None
 
     def add_arguments_to_parser(self, parser) -> None:

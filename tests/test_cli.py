@@ -1,0 +1,80 @@
+"""The recipes' command line: settings visible in --help, bad settings rejected in one line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .conftest import run_recipe
+
+HYPERPARAMETERS = {
+    # name in --help: default shown for recipes/pong.py
+    "--data.env_id": "ALE/Pong-v5",
+    "--data.num_workers": "2",
+    "--data.envs_per_worker": "16",
+    "--data.unroll_length": "20",
+    "--data.batch_size": "32",
+    "--data.frame_skip": "4",
+    "--data.noop_max": "30",
+    "--data.frame_stack": "4",
+    "--data.clip_rewards": "True",
+    "--data.episodic_life": "False",
+    "--data.sticky_actions": "0.0",
+    "--model.network": "shallow",
+    "--model.discount": "0.99",
+    "--model.rho_thresh": "1.0",
+    "--model.c_thresh": "1.0",
+    "--model.baseline_cost": "0.5",
+    "--model.entropy_cost": "0.01",
+    "--model.lr": "0.0006",
+    "--model.rms_alpha": "0.99",
+    "--model.rms_eps": "0.01",
+    "--model.lr_decay": "True",
+    "--model.max_frames": "20000000",
+    "--trainer.gradient_clip_val": "40.0",
+    "--trainer.precision": None,
+    "--trainer.max_steps": "-1",
+    "--ckpt_path": "null",
+}
+
+
+def test_help_shows_every_hyperparameter_with_its_default(tmp_path) -> None:
+    run = run_recipe("pong", ["fit", "--help"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    text = re.sub(r"\s+", " ", run.stdout)
+    for flag, default in HYPERPARAMETERS.items():
+        # the option's own entry (not the usage line): the flag, its help, then "default: ..."
+        match = re.search(r"(?<!\[)" + re.escape(flag) + r" (?:(?! --).)*?default: ([^)]*)\)", text)
+        assert match, f"{flag} is missing from --help"
+        if default is not None:
+            assert match.group(1) == default, f"{flag}: default {match.group(1)!r}, expected {default!r}"
+
+
+def test_print_config_round_trips(tmp_path) -> None:
+    run = run_recipe("cartpole", ["fit", "--print_config"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    config = tmp_path / "config.yaml"
+    config.write_text(run.stdout)
+    again = run_recipe("cartpole", ["fit", f"--config={config}", "--print_config"], tmp_path)
+    assert again.returncode == 0 and again.stdout == run.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--data.env_id=ALE/Pongg-v5"], "data.env_id: unknown environment 'ALE/Pongg-v5'; did you mean ALE/Pong-v5"),
+        (["--data.batch_size=30"], "data.batch_size: 30 must be a multiple of data.envs_per_worker (16)"),
+        (["--data.unroll_length=0"], "data.unroll_length: must be a positive integer, got 0"),
+        (["--data.num_workers=-1"], "data.num_workers: must be a positive integer, got -1"),
+        (["--model.network=huge"], "model.network: 'huge' is not one of shallow, deep, mlp"),
+        (["--model.discount=1.5"], "model.discount: must be in [0, 1], got 1.5"),
+    ],
+)
+def test_bad_settings_fail_in_one_line(tmp_path, args: list[str], expected: str, no_stray_workers) -> None:
+    run = run_recipe("cartpole", ["fit", *args], tmp_path)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and expected in errors[0], run.stderr
+    assert not (run.checkpoints / "last.ckpt").exists()

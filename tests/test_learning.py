@@ -1,0 +1,23 @@
+"""Learning tests (slow, run in CI): the recipes' defaults must learn, not just run."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import run_recipe
+
+CARTPOLE_FRAME_BUDGET = 500_000  # recipes/cartpole.py's model.max_frames
+
+
+@pytest.mark.slow
+def test_cartpole_reaches_450_within_500k_frames(tmp_path, no_stray_workers) -> None:
+    run = run_recipe("cartpole", ["fit"], tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    mlflow_run = run.only_run("cartpole")
+    client = run.client()
+    frames = client.get_metric_history(mlflow_run.info.run_id, "frames")
+    assert frames[-1].value <= CARTPOLE_FRAME_BUDGET + 32 * 20
+    returns = client.get_metric_history(mlflow_run.info.run_id, "episode/return")  # mean of the last 100 games
+    best = max(returns, key=lambda m: m.value)
+    print(f"CartPole: best 100-game mean {best.value:.1f} at step {best.step}, wall {run.seconds:.0f}s")
+    assert best.value >= 450, f"best mean return {best.value:.1f} < 450 within {CARTPOLE_FRAME_BUDGET} frames"

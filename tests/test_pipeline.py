@@ -1,0 +1,154 @@
+"""The pipeline with real parts: subprocess collectors, Lightning's loop, MLflow, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from impala_lit import ImpalaModule
+from impala_lit.actors import RolloutStream
+from impala_lit.envs import EnvSpec
+
+from .conftest import run_recipe
+
+TRAINING_METRICS = [
+    "frames",
+    "fps",
+    "episode/return",
+    "episode/length",
+    "loss/total",
+    "loss/policy",
+    "loss/baseline",
+    "loss/entropy",
+    "grad_norm",
+    "lr",
+    "policy_lag",
+    "vtrace/rho_mean",
+    "vtrace/rho_clipped_frac",
+]
+
+
+def test_actors_stream_batches_and_receive_weights(no_stray_workers) -> None:
+    torch.manual_seed(0)
+    learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp")
+    stream = RolloutStream(
+        EnvSpec("CartPole-v1"),
+        learner.actor,
+        num_workers=2,
+        envs_per_worker=4,
+        unroll_length=10,
+        batch_size=8,
+        policy_version=7,
+    )
+    batches = iter(stream)
+    batch = next(batches)
+    assert batch.batch_size == torch.Size([8, 10])
+    for key in ["observation", "action", "action_log_prob", ("next", "reward"), ("next", "done"),
+                ("next", "terminated"), ("next", "truncated"), ("next", "observation"), "policy_version"]:  # fmt: skip
+        assert key in batch.keys(include_nested=True), key
+    assert "logits" not in batch.keys() and "hidden" not in batch.keys()  # actors ship only what V-trace needs
+    assert (batch["policy_version"] == 7).all()  # counted from the learner's version when the actors started
+
+    # a policy that always pushes left: once the workers have it, every action is 0
+    with torch.no_grad():
+        head = learner.actor_critic.get_policy_head().module[0].module
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([20.0, -20.0]))
+    stream.update_weights(TensorDict.from_module(learner.actor).data)
+    for _ in range(6):
+        batch = next(batches)
+        fresh = batch["policy_version"] == 8
+        if fresh.any():
+            assert (batch["action"][fresh] == 0).all()
+            assert batch["action_log_prob"][fresh].abs().max() < 1e-6
+            break
+    else:
+        pytest.fail("no frame was collected with the updated weights")
+    batches.close()  # Lightning drops the iterator the same way on exit
+    assert stream.collector is None
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cartpole")
+    run = run_recipe(
+        "cartpole",
+        ["fit", "--trainer.max_steps=12", "--checkpoint.every_n_train_steps=5", "--trainer.log_every_n_steps=2"],
+        workdir,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run, workdir
+
+
+def test_fit_logs_the_training_metrics_to_mlflow(cartpole_run) -> None:
+    run, _ = cartpole_run
+    mlflow_run = run.only_run("cartpole")
+    assert mlflow_run.info.status == "FINISHED"
+    client = run.client()
+    for key in TRAINING_METRICS:
+        history = client.get_metric_history(mlflow_run.info.run_id, key)
+        assert history, f"metric {key} was not logged"
+        assert all(math.isfinite(m.value) for m in history), key
+    frames = client.get_metric_history(mlflow_run.info.run_id, "frames")
+    assert frames[-1].value == 12 * 32 * 20  # CartPole: one frame per agent step
+    lag = client.get_metric_history(mlflow_run.info.run_id, "policy_lag")
+    assert all(0 <= m.value <= 6 for m in lag)
+    lr = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "lr")]
+    assert lr == sorted(lr, reverse=True) and lr[0] <= 0.01  # linear decay over the frame budget
+    artifacts = [a.path for a in client.list_artifacts(mlflow_run.info.run_id)]
+    assert "config.yaml" in artifacts
+    assert mlflow_run.data.params["network"] == "mlp" and mlflow_run.data.params["env_id"] == "CartPole-v1"
+
+
+def test_fit_writes_checkpoints_that_load_without_arguments(cartpole_run) -> None:
+    run, _ = cartpole_run
+    names = sorted(p.name for p in run.checkpoints.iterdir())
+    assert "last.ckpt" in names and any(n.startswith("step5-") for n in names), names
+    last = torch.load(run.checkpoints / "last.ckpt", weights_only=True)  # tensors and primitives only
+    assert last["global_step"] == 12  # the steps after the last interval are saved too
+    assert last["impala"] == {"frames": 12 * 32 * 20, "policy_version": 12}
+    module = ImpalaModule.load_from_checkpoint(run.checkpoints / "last.ckpt")
+    assert module.frames == 12 * 32 * 20 and module.hparams.network == "mlp"
+    td = module.actor(TensorDict(observation=torch.zeros(3, 4), batch_size=[3]))
+    assert td["action"].shape == (3,)
+
+
+def test_test_subcommand_plays_evaluation_games(cartpole_run) -> None:
+    run, workdir = cartpole_run
+    ckpt = run.checkpoints / "last.ckpt"
+    evaluation = run_recipe("cartpole", ["test", f"--ckpt_path={ckpt}", "--data.eval_episodes=3"], workdir)
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert "eval/return_mean" in evaluation.stdout
+    client = evaluation.client()
+    exp = client.get_experiment_by_name("cartpole")
+    runs = client.search_runs([exp.experiment_id], order_by=["start_time DESC"])
+    games = client.get_metric_history(runs[0].info.run_id, "eval/games")
+    assert games and games[-1].value == 3
+    assert client.get_metric_history(runs[0].info.run_id, "eval/return_mean")[-1].value >= 8  # CartPole's minimum
+
+
+def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
+    run = run_recipe(
+        "pong",
+        [
+            "fit",
+            "--trainer.max_steps=6",
+            "--data.num_workers=2",
+            "--data.envs_per_worker=4",
+            "--data.batch_size=8",
+            "--trainer.precision=bf16-mixed",
+            "--trainer.log_every_n_steps=2",
+        ],  # fmt: skip
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    mlflow_run = run.only_run("pong")
+    client = run.client()
+    frames = client.get_metric_history(mlflow_run.info.run_id, "frames")
+    assert frames[-1].value == 6 * 8 * 20 * 4  # Atari frames: agent steps x frame skip 4
+    loss = client.get_metric_history(mlflow_run.info.run_id, "loss/total")
+    assert all(math.isfinite(m.value) for m in loss)
+    assert (run.checkpoints / "last.ckpt").exists()
