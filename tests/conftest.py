@@ -9,10 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import psutil
 import pytest
-
-import mlflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
