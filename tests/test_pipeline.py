@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import mlflow
+import psutil
 import pytest
 import torch
 from tensordict import TensorDict
@@ -12,7 +19,7 @@ from impala_lit import ImpalaModule
 from impala_lit.actors import RolloutStream
 from impala_lit.envs import EnvSpec
 
-from .conftest import run_recipe
+from .conftest import ROOT, run_recipe
 
 TRAINING_METRICS = [
     "frames",
@@ -152,3 +159,48 @@ def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
     loss = client.get_metric_history(mlflow_run.info.run_id, "loss/total")
     assert all(math.isfinite(m.value) for m in loss)
     assert (run.checkpoints / "last.ckpt").exists()
+
+
+def _fit_cartpole(workdir, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}", PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "cartpole.py"),
+            "fit",
+            f"--checkpoint.dirpath={workdir / 'ckpt'}",
+            f"--trainer.logger.init_args.artifact_location={workdir / 'artifacts'}",
+            *args,
+        ],  # fmt: skip
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_an_exception_in_the_learner_shuts_the_actors_down(tmp_path, no_stray_workers) -> None:
+    proc = _fit_cartpole(tmp_path, "--model=tests.faulty.RaisesAtStep3")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "injected failure at step 3" in stderr
+
+
+def test_ctrl_c_shuts_the_actors_down(tmp_path, no_stray_workers) -> None:
+    proc = _fit_cartpole(tmp_path, "--trainer.max_steps=100000", "--trainer.log_every_n_steps=1")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until training is under way
+        time.sleep(1)
+        exp = client.get_experiment_by_name("cartpole") if (tmp_path / "mlflow.db").exists() else None
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "frames"):
+            break
+    assert proc.poll() is None, proc.stderr.read()
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "actor processes outlived Ctrl-C"

@@ -1,0 +1,81 @@
+"""Learner step time on ready batches, fp32 vs bf16 autocast, in one process.
+
+    python bench/learner_step.py [--threads 1] [--network shallow] [--steps 8]
+
+Frames are emulator frames (batch x unroll x frame skip 4). The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from tensordict import TensorDict
+
+from impala_lit import ImpalaModule
+
+
+def fake_batch(batch_size: int, unroll: int, num_actions: int) -> TensorDict:
+    pixels = (batch_size, unroll, 4, 84, 84)
+    flags = torch.zeros(batch_size, unroll, 1, dtype=torch.bool)
+    return TensorDict(
+        {
+            "observation": torch.randint(0, 256, pixels, dtype=torch.uint8),
+            "action": torch.randint(0, num_actions, (batch_size, unroll)),
+            "action_log_prob": torch.full((batch_size, unroll), -1.79),
+            "policy_version": torch.zeros(batch_size, unroll, dtype=torch.int64),
+            "next": {
+                "observation": torch.randint(0, 256, pixels, dtype=torch.uint8),
+                "reward": torch.randn(batch_size, unroll, 1),
+                "done": flags,
+                "terminated": flags,
+            },
+        },
+        batch_size=[batch_size, unroll],
+    )
+
+
+def time_steps(module: ImpalaModule, batch: TensorDict, steps: int, bf16: bool) -> float:
+    optimizer = torch.optim.RMSprop(module.parameters(), lr=6e-4, alpha=0.99, eps=0.01)
+    elapsed = 0.0
+    for i in range(steps + 2):  # two warm-up steps
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = module.loss(module.compute_advantages(batch.clone(False)))["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 40.0)
+        optimizer.step()
+        if i >= 2:
+            elapsed += time.perf_counter() - start
+    return elapsed / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the learner gets cores - workers)")
+    parser.add_argument("--network", default="shallow", choices=["shallow", "deep"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--unroll", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    module = ImpalaModule(network=args.network)
+    batch = fake_batch(args.batch_size, args.unroll, 6)
+    frames = args.batch_size * args.unroll * 4
+    result = {"threads": args.threads, "network": args.network}
+    for name, bf16 in [("fp32", False), ("bf16", True)]:
+        seconds = time_steps(module, batch, args.steps, bf16)
+        result[f"{name}_step_s"] = round(seconds, 4)
+        result[f"{name}_fps"] = round(frames / seconds)
+        print(f"{name:5s} {seconds * 1000:8.1f} ms/step  {frames / seconds:9.0f} frames/s")
+    result["bf16_speedup"] = round(result["fp32_step_s"] / result["bf16_step_s"], 2)
+    print(f"bf16-mixed speedup: {result['bf16_speedup']}x")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
