@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from lightning.pytorch import LightningModule, Trainer
@@ -19,7 +20,7 @@ from impala_lit.learner import ImpalaModule
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MLFLOW_DIR = PROJECT_ROOT / "mlflow"
-CHECKPOINT_DIR = PROJECT_ROOT / "checkpoints"
+CHECKPOINT_DIR = Path(os.environ.get("IMPALA_LIT_CHECKPOINT_DIR", PROJECT_ROOT / "checkpoints"))
 
 
 def default_tracking_uri() -> str:
@@ -43,6 +44,12 @@ class MLflowSaveConfig(SaveConfigCallback):
         if isinstance(logger, MLFlowLogger):
             text = self.parser.dump(self.config, skip_none=False)
             logger.experiment.log_text(logger.run_id, text, "config.yaml")
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr naming the setting, exit code 2: what a bad command line gets."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 class _RawTextFormatter(DefaultHelpFormatter):
@@ -93,6 +100,41 @@ class ImpalaCLI(LightningCLI):
             "num_sanity_val_steps": 0,
         }
 
+    @property
+    def checkpoint_root(self) -> Path:
+        """``checkpoints/<experiment>/``: one folder per run below it."""
+        return CHECKPOINT_DIR / self.experiment
+
+    def before_instantiate_classes(self) -> None:
+        """Resolve ``--ckpt_path last`` to the newest run's ``last.ckpt`` and give each run its own folder.
+
+        Runs of one recipe never overwrite or prune each other's checkpoints; a resumed
+        run keeps writing into the folder it resumes from.
+        """
+        if self.subcommand is None:
+            return
+        config = self.config[self.subcommand]
+        checkpoint = config.get("checkpoint")
+        dirpath = checkpoint.get("dirpath") if checkpoint is not None else None
+        ckpt_path = config.get("ckpt_path")
+        resumed_from = None
+        if ckpt_path == "last":
+            where = Path(dirpath) if dirpath else self.checkpoint_root / "*"
+            candidates = sorted(Path("/").glob(str(where / "last.ckpt").lstrip("/")), key=lambda p: p.stat().st_mtime)
+            if not candidates:
+                _fail(f"ckpt_path: 'last' needs {where}/last.ckpt, found none (run fit first)")
+            resumed_from = candidates[-1]
+            config["ckpt_path"] = str(resumed_from)
+        elif ckpt_path is not None:
+            if not Path(ckpt_path).is_file():
+                _fail(f"ckpt_path: no checkpoint file at {ckpt_path!r}")
+            resumed_from = Path(ckpt_path)
+        if checkpoint is not None and dirpath is None:
+            if resumed_from is not None and resumed_from.resolve().parent.parent == self.checkpoint_root.resolve():
+                checkpoint["dirpath"] = str(resumed_from.parent)
+            else:
+                checkpoint["dirpath"] = str(self.checkpoint_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+
     def instantiate_classes(self) -> None:
         """Settings rejected by a constructor end the run with one line, before any process starts."""
         try:
@@ -102,8 +144,7 @@ class ImpalaCLI(LightningCLI):
             found = re.search(r"\b(?:data|model|trainer)\.\w+: [^\n]+", str(err))
             if found is None:
                 raise
-            print(f"{Path(sys.argv[0]).name}: error: {found.group(0)}", file=sys.stderr)
-            raise SystemExit(2) from None
+            _fail(found.group(0))
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults(
@@ -121,8 +162,8 @@ class ImpalaCLI(LightningCLI):
         parser.add_lightning_class_args(ImpalaCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                # a fixed folder (not one named after the MLflow run) so ``--ckpt_path last`` finds it
-                "checkpoint.dirpath": str(CHECKPOINT_DIR / self.experiment),
+                # None: checkpoints/<experiment>/<run>/, chosen in before_instantiate_classes
+                "checkpoint.dirpath": None,
                 "checkpoint.filename": "step{step}-frames{frames:.0f}",
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.monitor": "frames",  # keep the newest save_top_k periodic checkpoints

@@ -47,7 +47,12 @@ def run_recipe(recipe: str, args: list[str], workdir: Path, timeout: float = 600
             f"--trainer.logger.init_args.artifact_location={workdir / 'artifacts'}",
             f"--checkpoint.dirpath={checkpoints}",
         ]
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        IMPALA_LIT_CHECKPOINT_DIR=str(workdir / "runs"),  # where --ckpt_path last looks without a dirpath
+        PYTHONPATH=str(ROOT),
+    )
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), subcommand, *extra, *rest],

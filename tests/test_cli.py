@@ -69,6 +69,8 @@ def test_print_config_round_trips(tmp_path) -> None:
         (["--data.num_workers=-1"], "data.num_workers: must be a positive integer, got -1"),
         (["--model.network=huge"], "model.network: 'huge' is not one of shallow, deep, mlp"),
         (["--model.discount=1.5"], "model.discount: must be in [0, 1], got 1.5"),
+        (["--ckpt_path=last"], "ckpt_path: 'last' needs"),
+        (["--ckpt_path=nowhere.ckpt"], "ckpt_path: no checkpoint file at 'nowhere.ckpt'"),
     ],
 )
 def test_bad_settings_fail_in_one_line(tmp_path, args: list[str], expected: str, no_stray_workers) -> None:
