@@ -281,11 +281,7 @@ class ImpalaModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._end_eval("eval")
 
-    def on_test_epoch_start(self) -> None:
-        self._start_eval()
-
-    def test_step(self, batch: int, batch_idx: int) -> None:
-        self._eval_step(batch_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._end_eval("eval")
+    # ``test`` plays the same evaluation games as ``validate``
+    on_test_epoch_start = on_validation_epoch_start
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
