@@ -21,3 +21,17 @@ def test_cartpole_reaches_450_within_500k_frames(tmp_path, no_stray_workers) -> 
     best = max(returns, key=lambda m: m.value)
     print(f"CartPole: best 100-game mean {best.value:.1f} at step {best.step}, wall {run.seconds:.0f}s")
     assert best.value >= 450, f"best mean return {best.value:.1f} < 450 within {CARTPOLE_FRAME_BUDGET} frames"
+
+
+@pytest.mark.slow
+def test_appo_cartpole_reaches_450_within_the_same_budget(tmp_path, no_stray_workers) -> None:
+    run = run_recipe("cartpole", ["fit", "--model=impala_lit.APPOModule"], tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    client = run.client()
+    mlflow_run = run.only_run("cartpole")
+    assert client.get_metric_history(mlflow_run.info.run_id, "loss/clip_fraction")  # APPO's own term
+    frames = client.get_metric_history(mlflow_run.info.run_id, "frames")
+    assert frames[-1].value <= CARTPOLE_FRAME_BUDGET + 32 * 20
+    best = max(client.get_metric_history(mlflow_run.info.run_id, "episode/return"), key=lambda m: m.value)
+    print(f"APPO CartPole: best 100-game mean {best.value:.1f} at step {best.step}, wall {run.seconds:.0f}s")
+    assert best.value >= 450, f"best mean return {best.value:.1f} < 450 within {CARTPOLE_FRAME_BUDGET} frames"

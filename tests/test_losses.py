@@ -1,0 +1,67 @@
+"""New objectives by subclassing ImpalaModule and overriding ``loss`` only."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from impala_lit import APPOModule, ImpalaModule
+
+from .conftest import run_recipe
+from .test_vtrace import off_policy_batch
+
+
+class NormalizedAdvantageImpala(ImpalaModule):
+    """IMPALA whose policy gradient uses batch-standardized V-trace advantages."""
+
+    def loss(self, batch):
+        terms = super().loss(batch)
+        advantage = batch["advantage"].squeeze(-1)
+        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        policy = -(advantage * batch["learner_log_prob"]).sum()
+        terms["loss"] = terms["loss"] - terms["policy"] + policy
+        terms["policy"] = policy
+        terms["advantage_std"] = batch["advantage"].std()
+        return terms
+
+
+def test_a_subclass_that_overrides_only_loss_trains_through_the_cli(tmp_path) -> None:
+    run = run_recipe(
+        "cartpole",
+        [
+            "fit",
+            "--model=tests.test_losses.NormalizedAdvantageImpala",
+            "--trainer.max_steps=6",
+            "--trainer.log_every_n_steps=2",
+        ],  # fmt: skip
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    mlflow_run = run.only_run("cartpole")
+    history = run.client().get_metric_history(mlflow_run.info.run_id, "loss/advantage_std")
+    assert len(history) == 3 and all(math.isfinite(m.value) and m.value > 0 for m in history)
+    ckpt = torch.load(run.checkpoints / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["_class_path"] == "tests.test_losses.NormalizedAdvantageImpala"
+
+
+def test_appo_clips_the_ratio_of_learner_to_behaviour_policy() -> None:
+    torch.manual_seed(0)
+    module = APPOModule(observation_shape=(5,), num_actions=3, network="mlp", clip_range=0.1, normalize_advantage=False)
+    batch = module.compute_advantages(off_policy_batch())
+    terms = module.loss(batch)
+    log_pi = batch["learner_log_prob"]
+    ratio = (log_pi - batch["action_log_prob"]).exp().detach()
+    assert terms["clip_fraction"] == ((ratio - 1).abs() > 0.1).float().mean()
+    (grad,) = torch.autograd.grad(terms["policy"], log_pi)
+    advantage = batch["advantage"].squeeze(-1) / ratio.clamp_max(1.0)  # V-trace's, rho divided out
+    clipped = ((ratio > 1.1) & (advantage > 0)) | ((ratio < 0.9) & (advantage < 0))
+    assert clipped.any() and (~clipped).any()
+    assert (grad[clipped] == 0).all()  # PPO: no push beyond the trust region
+    torch.testing.assert_close(grad[~clipped], -(ratio * advantage)[~clipped])
+
+
+def test_appo_rejects_a_bad_clip_range() -> None:
+    with pytest.raises(ValueError, match=r"^model.clip_range: must be in \(0, 1\), got 1.5$"):
+        APPOModule(observation_shape=(4,), num_actions=2, network="mlp", clip_range=1.5)
