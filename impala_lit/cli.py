@@ -119,8 +119,12 @@ class ImpalaCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         resumed_from = None
         if ckpt_path == "last":
-            where = Path(dirpath) if dirpath else self.checkpoint_root / "*"
-            candidates = sorted(Path("/").glob(str(where / "last.ckpt").lstrip("/")), key=lambda p: p.stat().st_mtime)
+            if dirpath:  # an explicit folder (relative ones too): its own last.ckpt
+                where = Path(dirpath)
+                candidates = [where / "last.ckpt"] if (where / "last.ckpt").is_file() else []
+            else:
+                where = self.checkpoint_root / "*"
+                candidates = sorted(self.checkpoint_root.glob("*/last.ckpt"), key=lambda p: p.stat().st_mtime)
             if not candidates:
                 _fail(f"ckpt_path: 'last' needs {where}/last.ckpt, found none (run fit first)")
             resumed_from = candidates[-1]

@@ -80,3 +80,13 @@ def test_bad_settings_fail_in_one_line(tmp_path, args: list[str], expected: str,
     errors = [line for line in run.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and expected in errors[0], run.stderr
     assert not (run.checkpoints / "last.ckpt").exists()
+
+
+def test_ckpt_path_last_resumes_from_a_relative_checkpoint_folder(tmp_path) -> None:
+    first = run_recipe("cartpole", ["fit", "--trainer.max_steps=3", "--checkpoint.dirpath=rel"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_recipe(
+        "cartpole", ["fit", "--trainer.max_steps=5", "--checkpoint.dirpath=rel", "--ckpt_path=last"], tmp_path
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Restored all states from the checkpoint at rel/last.ckpt" in again.stdout + again.stderr
