@@ -5,12 +5,21 @@ policy and yields ``[envs_per_worker, T]`` rollouts as soon as they are done; th
 groups ``batch_size // envs_per_worker`` of them into one learner batch. Every frame
 carries the ``policy_version`` that produced it; weights reach the workers through the
 collector's weight-sync API after each learner step.
+
+A dead actor (killed, or its environment raising) is noticed by TorchRL within a second;
+the stream then restarts all actors from the latest weights and counts it (``restarts``),
+and gives up with ``ActorsFailedError`` after ``max_restarts`` failures in a row.
 """
 
 from __future__ import annotations
 
 import copy
+import ctypes
 import functools
+import multiprocessing
+import signal
+import sys
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -21,6 +30,26 @@ from torchrl.collectors import MultiAsyncCollector
 from impala_lit.envs import EnvSpec
 
 ROLLOUT_KEYS_DROPPED = ("collector", "game_return", "game_length", "game_over")
+
+
+def _worker_env(env: EnvSpec, num_envs: int):
+    """The batched environments of one actor; runs in the actor process when it starts.
+
+    Actors ignore Ctrl-C (the terminal sends it to every process of the job): the learner
+    stops them after its own clean stop. On Linux they die with the learner, also when
+    it is killed with SIGKILL, instead of running on as orphans.
+    """
+    if multiprocessing.parent_process() is None:  # called in the learner (e.g. for specs): leave it alone
+        return env.make_batched(num_envs)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    return env.make_batched(num_envs)
+
+
+class ActorsFailedError(RuntimeError):
+    """The actors kept dying: restarting them did not produce a batch."""
 
 
 class RolloutStream:
@@ -41,6 +70,7 @@ class RolloutStream:
         batch_size: int,
         policy_version: int = 0,
         seed: int = 0,
+        max_restarts: int = 3,
     ):
         self.env = env
         # The workers get their own copy: learner updates reach them only through
@@ -51,13 +81,18 @@ class RolloutStream:
         self.unroll_length = unroll_length
         self.batch_size = batch_size
         self.rollouts_per_batch = batch_size // envs_per_worker
-        # workers count weight updates from 0; the learner was at ``policy_version`` when they started
+        self.policy_version = policy_version  # the learner's version of ``self.policy``
         self.version_offset = policy_version
         self.seed = seed
+        self.max_restarts = max_restarts
+        self.restarts = 0  # times the actors were restarted after one of them died
+        self._latest_weights: TensorDict | None = None
         self.collector: MultiAsyncCollector | None = None
 
     def _start(self) -> MultiAsyncCollector:
-        make_env = functools.partial(self.env.make_batched, self.envs_per_worker)
+        if self._latest_weights is not None:
+            self._latest_weights.to_module(self.policy, inplace=True)
+        make_env = functools.partial(_worker_env, self.env, self.envs_per_worker)
         collector = MultiAsyncCollector(
             [make_env] * self.num_workers,
             self.policy,
@@ -67,26 +102,54 @@ class RolloutStream:
             # workers run 1 torch thread each (num_sub_threads default); the learner
             # process gets cores minus workers (num_threads default), so nothing oversubscribes
         )
-        collector.set_seed(self.seed)
+        # workers count weight updates from 0: offset their stamps by the learner's version now
+        self.version_offset = self.policy_version
+        collector.set_seed(self.seed + 10_007 * self.restarts)  # a restart does not replay the same games
         return collector
 
     def __iter__(self) -> Iterator[TensorDictBase]:
-        self.collector = self._start()
+        failures_in_row = 0
         try:
-            pending: list[TensorDictBase] = []
-            for rollout in self.collector:
-                pending.append(rollout.exclude(*ROLLOUT_KEYS_DROPPED))
-                if len(pending) < self.rollouts_per_batch:
-                    continue
-                batch = pending[0] if len(pending) == 1 else torch.cat(pending, 0)
-                pending = []
-                batch["policy_version"] += self.version_offset
-                yield batch
+            while True:
+                self.collector = self._start()
+                try:
+                    for batch in self._batches(self.collector):
+                        failures_in_row = 0
+                        yield batch
+                except RuntimeError as err:
+                    # TorchRL notices a dead worker within ~1 s, stops the others and raises this
+                    if not str(err).startswith("At least one process failed"):
+                        raise
+                    failures_in_row += 1
+                    self.restarts += 1
+                    self.close()
+                    if failures_in_row > self.max_restarts:
+                        raise ActorsFailedError(
+                            f"the actors failed {failures_in_row} times in a row without producing a batch "
+                            f"(data.max_actor_restarts={self.max_restarts}); last: {err}"
+                        ) from err
+                    warnings.warn(f"restarting the actors ({self.restarts} restarts so far): {err}", stacklevel=2)
         finally:
             self.close()
 
+    def _batches(self, collector: MultiAsyncCollector) -> Iterator[TensorDictBase]:
+        pending: list[TensorDictBase] = []
+        for rollout in collector:
+            pending.append(rollout.exclude(*ROLLOUT_KEYS_DROPPED))
+            if len(pending) < self.rollouts_per_batch:
+                continue
+            batch = pending[0] if len(pending) == 1 else torch.cat(pending, 0)
+            pending = []
+            batch["policy_version"] += self.version_offset
+            yield batch
+
     def update_weights(self, weights: TensorDict) -> None:
-        """Send the learner's policy weights to every worker (each bumps its version by one)."""
+        """Send the learner's policy weights to every worker (each bumps its version by one).
+
+        Restarted workers start from the latest weights received here.
+        """
+        self._latest_weights = weights
+        self.policy_version += 1
         if self.collector is not None:
             self.collector.update_policy_weights_(weights)
 

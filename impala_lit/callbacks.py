@@ -1,19 +1,89 @@
-"""Lightning callbacks of impala_lit."""
+"""Lightning callbacks of impala_lit: checkpoints that survive the end of training and signals."""
 
 from __future__ import annotations
 
+import os
+import signal
+from types import FrameType
+
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import ModelCheckpoint
+import psutil
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from impala_lit.actors import ActorsFailedError
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # the shell's 128 + signal number
 
 
 class ImpalaCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends.
+    """``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends (also after Ctrl-C).
 
     The stock callback only saves on its interval, so the steps after the last
-    interval would be lost (max_steps=12, every 5 -> last save at 10).
+    interval would be lost (max_steps=12, every 5 -> last save at 10). Lightning writes
+    every checkpoint to a temporary file and renames it, so a crash mid-write leaves the
+    previous ``last.ckpt`` intact.
     """
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        self._save_last_if_behind(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        if isinstance(exception, ActorsFailedError):  # the learner is fine: keep what it learned
+            self._save_last_if_behind(trainer)
+
+    def _save_last_if_behind(self, trainer: pl.Trainer) -> None:
         if self.save_last and trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class StopOnSignal(Callback):
+    """Ctrl-C or SIGTERM ends ``fit`` cleanly after the current learner step.
+
+    The step finishes, the weights go out, training stops as if ``max_steps`` were reached
+    (so ``last.ckpt`` is written and the actors shut down), and the MLflow run is marked
+    ``KILLED``. ``signal_received`` then tells the CLI which exit code to use (130 / 143).
+    A second signal exits at once: it kills the actor processes and skips the checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.signal_received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after Lightning's own SIGTERM handler, which only stops at the end of an epoch (never, here)
+        for signum in EXIT_CODES:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        self._trainer = trainer
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal_received is not None:  # the second one: no more waiting
+            _mark_killed(self._trainer)
+            for child in psutil.Process().children(recursive=True):
+                child.kill()
+            os._exit(EXIT_CODES[signum])
+        self.signal_received = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this learner step; again to exit at once", flush=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if self.signal_received is not None:
+            for logger in trainer.loggers:
+                if hasattr(logger, "stop_status"):
+                    logger.stop_status = "KILLED"
+            trainer.should_stop = True
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+def _mark_killed(trainer: pl.Trainer) -> None:
+    for logger in trainer.loggers:
+        if hasattr(logger, "stop_status"):
+            try:
+                logger.stop_status = "KILLED"
+                logger.finalize("failed")
+            except Exception:  # exiting anyway; the run stays RUNNING in the store
+                pass

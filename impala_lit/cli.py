@@ -6,30 +6,38 @@ import os
 import re
 import sys
 import time
+import urllib.request
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
+from jsonargparse import Namespace as ConfigNamespace
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from impala_lit.callbacks import ImpalaCheckpoint
+from impala_lit.actors import ActorsFailedError
+from impala_lit.callbacks import EXIT_CODES, ImpalaCheckpoint, StopOnSignal
 from impala_lit.data import ImpalaDataModule
-from impala_lit.learner import ImpalaModule
+from impala_lit.evaluation import EvaluationCallback
+from impala_lit.learner import ImpalaModule, NonFiniteError
+from impala_lit.tracking import (
+    MLFLOW_DIR,
+    PROJECT_ROOT,
+    ImpalaMLFlowLogger,
+    MLflowRunInCheckpoint,
+    default_tracking_uri,
+    flatten_config,
+    git_commit,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MLFLOW_DIR = PROJECT_ROOT / "mlflow"
 CHECKPOINT_DIR = Path(os.environ.get("IMPALA_LIT_CHECKPOINT_DIR", PROJECT_ROOT / "checkpoints"))
 
 
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store under ``mlflow/``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLFLOW_DIR / 'mlflow.db'}"
-
-
 class MLflowSaveConfig(SaveConfigCallback):
-    """Logs the resolved config to the MLflow run as ``config.yaml``.
+    """Logs the resolved config to the MLflow run: as ``config.yaml`` and as flat params.
 
     Lightning's default writes it to the logger's ``save_dir``, which is ``None`` for
     ``sqlite:``/``http:`` stores, and fails.
@@ -44,12 +52,67 @@ class MLflowSaveConfig(SaveConfigCallback):
         if isinstance(logger, MLFlowLogger):
             text = self.parser.dump(self.config, skip_none=False)
             logger.experiment.log_text(logger.run_id, text, "config.yaml")
+        if isinstance(logger, ImpalaMLFlowLogger):
+            params = flatten_config(self.config.as_dict())
+            # the module's own values win: linked settings (observation_shape...) are set on instantiation
+            params.update({f"model.{k}": v for k, v in pl_module.hparams.items() if not k.startswith("_")})
+            logger.log_config(params)
+
+
+def check_tracking_server(uri: str) -> None:
+    """Fail fast, naming the URI, when no MLflow server answers there (before any process starts)."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except (OSError, ValueError) as err:
+        reason = str(getattr(err, "reason", err))
+    _fail(f"trainer.logger.init_args.tracking_uri: no MLflow server answers at {uri} ({reason})")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Load a checkpoint as ``fit`` will (``weights_only=True``); one-line error if it cannot be used."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        _fail(f"ckpt_path: {path} is not a readable checkpoint (truncated or not a torch file: {reason[:160]})")
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "impala" not in checkpoint:
+        _fail(f"ckpt_path: {path} was not written by impala_lit (no 'state_dict'/'impala' entries)")
+    return checkpoint
 
 
 def _fail(message: str) -> NoReturn:
     """One line on stderr naming the setting, exit code 2: what a bad command line gets."""
     print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def one_line_parse_error(message: str) -> str:
+    """jsonargparse's multi-line type errors as ``key: 'value' is not one of a, b`` (or its first line)."""
+    key = re.search(r'Parser key "([^"]+)"', message)
+    given = re.search(r"(?:Given|Got) value: (.*)", message)
+    if key and given:
+        name = key.group(1).replace(".init_args.", ".")
+        allowed = []
+        for literal in re.findall(r"Literal\[([^\]]*)\]", message):
+            allowed += [v.strip().strip("'") for v in literal.split(",")]
+        if allowed:
+            unique = ", ".join(dict.fromkeys(allowed))
+            return f"{name}: {given.group(1).strip()!r} is not one of {unique}"
+        expected = re.search(r"Expected a (?:<class ')?(\w+)", message)
+        what = f" (expected {expected.group(1)})" if expected else ""
+        return f"{name}: {given.group(1).strip()!r} is not valid{what}"
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300]
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    """Command-line mistakes end in one line naming the setting and what is allowed, exit code 2."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        _fail(one_line_parse_error(message))
 
 
 class _RawTextFormatter(DefaultHelpFormatter):
@@ -86,6 +149,7 @@ class ImpalaCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("save_config_callback", MLflowSaveConfig)
         kwargs.setdefault("parser_kwargs", {"formatter_class": _RawTextFormatter})
+        kwargs.setdefault("parser_class", OneLineErrorParser)
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", self.trainer_defaults())
         super().__init__(**kwargs)
@@ -98,6 +162,8 @@ class ImpalaCLI(LightningCLI):
             "gradient_clip_algorithm": "norm",
             "log_every_n_steps": 10,
             "num_sanity_val_steps": 0,
+            "limit_val_batches": 1,  # validate/test: EvaluationCallback plays the games once
+            "limit_test_batches": 1,
         }
 
     @property
@@ -105,8 +171,41 @@ class ImpalaCLI(LightningCLI):
         """``checkpoints/<experiment>/``: one folder per run below it."""
         return CHECKPOINT_DIR / self.experiment
 
+    def _parse_ckpt_path(self) -> None:
+        """Resolve and check ``--ckpt_path`` before Lightning reads its hyperparameters into the config.
+
+        ``last`` becomes the newest run's ``last.ckpt``; an unreadable, foreign or mismatched
+        checkpoint ends the command in one line here, before any process starts.
+        """
+        self.resumed_from: Path | None = None
+        self.saved_checkpoint: dict | None = None
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            config = self.config[subcommand]
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path == "last":
+                dirpath = config.get("checkpoint.dirpath")
+                if dirpath:  # an explicit folder (relative ones too): its own last.ckpt
+                    where = Path(dirpath)
+                    candidates = [where / "last.ckpt"] if (where / "last.ckpt").is_file() else []
+                else:
+                    where = self.checkpoint_root / "*"
+                    candidates = sorted(self.checkpoint_root.glob("*/last.ckpt"), key=lambda p: p.stat().st_mtime)
+                if not candidates:
+                    _fail(f"ckpt_path: 'last' needs {where}/last.ckpt, found none (run fit first)")
+                self.resumed_from = candidates[-1]
+                config["ckpt_path"] = str(self.resumed_from)
+            elif ckpt_path is not None:
+                if not Path(ckpt_path).is_file():
+                    _fail(f"ckpt_path: no checkpoint file at {ckpt_path!r}")
+                self.resumed_from = Path(ckpt_path)
+            if self.resumed_from is not None:
+                self.saved_checkpoint = read_checkpoint(self.resumed_from)
+                self._check_compatible(self.saved_checkpoint, self.resumed_from, config)
+        super()._parse_ckpt_path()  # the checkpoint's model hyperparameters win, as in any LightningCLI
+
     def before_instantiate_classes(self) -> None:
-        """Resolve ``--ckpt_path last`` to the newest run's ``last.ckpt`` and give each run its own folder.
+        """Give each run its own checkpoint folder, and name, tag or resume its MLflow run.
 
         Runs of one recipe never overwrite or prune each other's checkpoints; a resumed
         run keeps writing into the folder it resumes from.
@@ -115,29 +214,91 @@ class ImpalaCLI(LightningCLI):
             return
         config = self.config[self.subcommand]
         checkpoint = config.get("checkpoint")
-        dirpath = checkpoint.get("dirpath") if checkpoint is not None else None
-        ckpt_path = config.get("ckpt_path")
-        resumed_from = None
-        if ckpt_path == "last":
-            if dirpath:  # an explicit folder (relative ones too): its own last.ckpt
-                where = Path(dirpath)
-                candidates = [where / "last.ckpt"] if (where / "last.ckpt").is_file() else []
-            else:
-                where = self.checkpoint_root / "*"
-                candidates = sorted(self.checkpoint_root.glob("*/last.ckpt"), key=lambda p: p.stat().st_mtime)
-            if not candidates:
-                _fail(f"ckpt_path: 'last' needs {where}/last.ckpt, found none (run fit first)")
-            resumed_from = candidates[-1]
-            config["ckpt_path"] = str(resumed_from)
-        elif ckpt_path is not None:
-            if not Path(ckpt_path).is_file():
-                _fail(f"ckpt_path: no checkpoint file at {ckpt_path!r}")
-            resumed_from = Path(ckpt_path)
-        if checkpoint is not None and dirpath is None:
+        resumed_from = self.resumed_from
+        if checkpoint is not None and checkpoint.get("dirpath") is None:
             if resumed_from is not None and resumed_from.resolve().parent.parent == self.checkpoint_root.resolve():
                 checkpoint["dirpath"] = str(resumed_from.parent)
             else:
                 checkpoint["dirpath"] = str(self.checkpoint_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        if checkpoint is not None and checkpoint.get("every_n_train_steps"):
+            checkpoint["train_time_interval"] = None  # a step interval replaces the time interval
+        self._configure_mlflow(config, self.saved_checkpoint if self.subcommand == "fit" else None)
+
+    def _check_compatible(self, saved: dict, path: Path, config: ConfigNamespace) -> None:
+        """A checkpoint of another environment, or of a network other than the one asked for, fails here.
+
+        The network is only checked when set on the command line: otherwise the checkpoint's
+        model settings are adopted (LightningCLI's behaviour).
+        """
+        defaults = self.parser._subcommands_action._name_parser_map[self.config.subcommand].get_defaults()
+        ours = config.get("model.init_args.network")
+        pairs = [("data.env_id", config.get("data.env_id"))]
+        if ours != defaults.get("model.init_args.network"):
+            pairs.append(("model.network", ours))
+        theirs = {
+            "model.network": saved.get("hyper_parameters", {}).get("network"),
+            "data.env_id": saved.get("datamodule_hyper_parameters", {}).get("env_id"),
+        }
+        for name, value in pairs:
+            if theirs[name] is not None and value is not None and theirs[name] != value:
+                hint = f"set --{name} {theirs[name]}"
+                _fail(f"{name}: is {value!r} but {path} was trained with {theirs[name]!r} ({hint})")
+
+    def _configure_mlflow(self, config: ConfigNamespace, saved: dict | None) -> None:
+        """Run name and tags for a new run; the checkpoint's run id for a resumed one."""
+        logger = config.get("trainer.logger")
+        if not isinstance(logger, ConfigNamespace) or not str(logger.get("class_path", "")).endswith("MLFlowLogger"):
+            return
+        args = logger.init_args
+        uri = str(args.get("tracking_uri") or "")
+        if uri.startswith(("http://", "https://")):
+            check_tracking_server(uri)
+            if args.get("artifact_location") == str(MLFLOW_DIR / "artifacts" / self.experiment):
+                args.artifact_location = None  # the server decides where artifacts go (and serves them)
+        previous = (saved or {}).get("mlflow")
+        if previous and args.get("run_id") is None:
+            if previous.get("tracking_uri") == args.get("tracking_uri"):
+                args.run_id = previous["run_id"]
+                return
+            print(
+                f"warning: the checkpoint's MLflow run is in {previous.get('tracking_uri')}, "
+                f"not {args.get('tracking_uri')}: logging to a new run",
+                file=sys.stderr,
+            )
+        model = str(config.get("model.class_path", "ImpalaModule")).rsplit(".", 1)[-1]
+        env_id = str(config.get("data.env_id"))
+        network = config.get("model.init_args.network")
+        if args.get("run_name") is None:
+            args.run_name = f"{model}-{network}-{env_id.rsplit('/', 1)[-1]}-{time.strftime('%m%d-%H%M%S')}"
+        tags = {
+            "learner": str(config.get("model.class_path")),
+            "env_id": env_id,
+            "network": str(network),
+            "precision": str(config.get("trainer.precision") or "32-true"),
+            "subcommand": str(self.subcommand),
+        }
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        if config.get("ckpt_path"):
+            tags["checkpoint"] = str(config.get("ckpt_path"))
+        args.tags = {**tags, **(args.get("tags") or {})}
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        self.stop_on_signal = StopOnSignal()
+        trainer.callbacks.extend([MLflowRunInCheckpoint(), self.stop_on_signal])
+        return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except (NonFiniteError, ActorsFailedError) as err:  # a clear stop, not a crash: one line
+            print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+            raise SystemExit(3 if isinstance(err, NonFiniteError) else 4) from None
+        stopped_by = getattr(self, "stop_on_signal", None) and self.stop_on_signal.signal_received
+        if stopped_by:  # a clean stop, but not the one asked for: say so in the exit code
+            raise SystemExit(EXIT_CODES[stopped_by])
 
     def instantiate_classes(self) -> None:
         """Settings rejected by a constructor end the run with one line, before any process starts."""
@@ -145,7 +306,7 @@ class ImpalaCLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as err:
             # jsonargparse may wrap our message (subclass mode lists every Union member it tried)
-            found = re.search(r"\b(?:data|model|trainer)\.\w+: [^\n]+", str(err))
+            found = re.search(r"\b(?:data|model|trainer|eval|checkpoint)\.\w+: [^\n]+", str(err))
             if found is None:
                 raise
             _fail(found.group(0))
@@ -154,7 +315,7 @@ class ImpalaCLI(LightningCLI):
         parser.set_defaults(
             {
                 "trainer.logger": {
-                    "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+                    "class_path": "impala_lit.tracking.ImpalaMLFlowLogger",
                     "init_args": {
                         "experiment_name": self.experiment,
                         "tracking_uri": default_tracking_uri(),
@@ -174,9 +335,11 @@ class ImpalaCLI(LightningCLI):
                 "checkpoint.mode": "max",
                 "checkpoint.save_top_k": 3,
                 "checkpoint.save_last": True,
-                "checkpoint.every_n_train_steps": 500,
+                "checkpoint.every_n_train_steps": None,
+                "checkpoint.train_time_interval": timedelta(minutes=10),
             }
         )
+        parser.add_lightning_class_args(EvaluationCallback, "eval")
         parser.link_arguments("data.observation_shape", "model.init_args.observation_shape", apply_on="instantiate")
         parser.link_arguments("data.num_actions", "model.init_args.num_actions", apply_on="instantiate")
         model_args = {k[len("model.") :]: v for k, v in self.task_defaults.items() if k.startswith("model.")}

@@ -10,7 +10,7 @@ from impala_lit.envs import EnvSpec, check_env_id
 
 
 class ImpalaDataModule(pl.LightningDataModule):
-    """Actors for training, and evaluation episodes for ``validate``/``test``.
+    """The environment settings, and the actors that stream training batches.
 
     Args:
         env_id: gymnasium id; ALE games get the paper's Atari protocol.
@@ -24,8 +24,9 @@ class ImpalaDataModule(pl.LightningDataModule):
         clip_rewards: clip rewards by sign for learning (the logged score stays raw).
         episodic_life: Atari only: losing a life ends the episode for learning.
         sticky_actions: Atari only: repeat-action probability (the paper: 0).
-        eval_episodes: games played by ``validate``/``test``.
         seed: seed of the actors' environments.
+        max_actor_restarts: a dead actor restarts the actors; this many failures in a row
+            without a batch stop the run (``ActorsFailedError``).
     """
 
     def __init__(
@@ -41,8 +42,8 @@ class ImpalaDataModule(pl.LightningDataModule):
         clip_rewards: bool = True,
         episodic_life: bool = False,
         sticky_actions: float = 0.0,
-        eval_episodes: int = 10,
         seed: int = 0,
+        max_actor_restarts: int = 3,
     ):
         super().__init__()
         check_env_id(env_id)
@@ -53,7 +54,6 @@ class ImpalaDataModule(pl.LightningDataModule):
             ("batch_size", batch_size),
             ("frame_skip", frame_skip),
             ("frame_stack", frame_stack),
-            ("eval_episodes", eval_episodes),
         ]:
             if value < 1:
                 raise ValueError(f"data.{name}: must be a positive integer, got {value}")
@@ -61,6 +61,8 @@ class ImpalaDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"data.batch_size: {batch_size} must be a multiple of data.envs_per_worker ({envs_per_worker})"
             )
+        if max_actor_restarts < 0:
+            raise ValueError(f"data.max_actor_restarts: must be >= 0, got {max_actor_restarts}")
         if not 0.0 <= sticky_actions < 1.0:
             raise ValueError(f"data.sticky_actions: must be in [0, 1), got {sticky_actions}")
         self.save_hyperparameters()
@@ -98,6 +100,7 @@ class ImpalaDataModule(pl.LightningDataModule):
             batch_size=hp.batch_size,
             policy_version=module.policy_version,
             seed=hp.seed + module.policy_version,
+            max_restarts=hp.max_actor_restarts,
         )
         return self.stream
 
@@ -106,11 +109,12 @@ class ImpalaDataModule(pl.LightningDataModule):
         if self.stream is not None:
             self.stream.update_weights(weights)
 
+    # ``validate``/``test`` run one empty step; ``EvaluationCallback`` plays the games at epoch end.
     def val_dataloader(self) -> list[int]:
-        return list(range(self.hparams.eval_episodes))
+        return [0]
 
     def test_dataloader(self) -> list[int]:
-        return list(range(self.hparams.eval_episodes))
+        return [0]
 
     def close(self) -> None:
         if self.stream is not None:

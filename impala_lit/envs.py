@@ -127,13 +127,14 @@ class EnvSpec:
         """Emulator frames per agent step (1 for non-Atari envs)."""
         return self.frame_skip if is_atari(self.env_id) else 1
 
-    def make_gym(self) -> gym.Env:
-        """The gymnasium environment, with the protocol's wrappers."""
+    def make_gym(self, render_mode: str | None = None) -> gym.Env:
+        """The gymnasium environment, with the protocol's wrappers (``render_mode="rgb_array"`` for videos)."""
         check_env_id(self.env_id)
         if not is_atari(self.env_id):
-            return GameStats(gym.make(self.env_id))
+            return GameStats(gym.make(self.env_id, render_mode=render_mode))
         env = gym.make(
             self.env_id,
+            render_mode=render_mode,
             frameskip=1,  # AtariPreprocessing does the skipping (and max-pooling)
             repeat_action_probability=self.sticky_actions,
             max_num_frames_per_episode=ATARI_MAX_FRAMES,

@@ -2,7 +2,7 @@
 
 Data flow of one step: rollouts ``[B, T]`` from the actors -> ``compute_advantages``
 (learner forward pass, bootstrap values, V-trace) -> ``loss`` -> Lightning's optimizer
-step (RMSProp, gradient-norm clip) -> ``on_train_batch_end`` sends the weights back to the actors.
+step (RMSProp, gradient-norm clip) -> ``optimizer_step`` sends the weights back to the actors.
 
 To try another objective, subclass and override ``loss`` (and, if needed,
 ``compute_advantages``); see ``impala_lit.losses``.
@@ -10,19 +10,24 @@ To try another objective, subclass and override ``loss`` (and, if needed,
 
 from __future__ import annotations
 
-import copy
 import math
+import random
 import time
 from collections import deque
+from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.utilities import grad_norm
 from tensordict import TensorDict, TensorDictBase
-from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from impala_lit.networks import make_actor_critic
 from impala_lit.vtrace import TakenActionVTrace
+
+
+class NonFiniteError(RuntimeError):
+    """Too many updates in a row had a non-finite loss or gradient."""
 
 
 class ImpalaModule(pl.LightningModule):
@@ -45,7 +50,8 @@ class ImpalaModule(pl.LightningModule):
         lr_decay: decay the learning rate linearly to 0 over the frame budget
             (``max_frames``, else ``trainer.max_steps``).
         max_frames: frame budget (emulator frames); training stops when it is spent.
-        eval_greedy: play evaluation games with the most likely action instead of sampling.
+        max_nonfinite_updates: a non-finite loss or gradient skips the update (counted in
+            ``faults/skipped_updates``); this many in a row stop the run with ``NonFiniteError``.
     """
 
     def __init__(
@@ -63,7 +69,7 @@ class ImpalaModule(pl.LightningModule):
         rms_eps: float = 0.01,
         lr_decay: bool = True,
         max_frames: int | None = None,
-        eval_greedy: bool = False,
+        max_nonfinite_updates: int = 10,
     ):
         super().__init__()
         for name, value in [("discount", discount), ("rms_alpha", rms_alpha)]:
@@ -72,6 +78,8 @@ class ImpalaModule(pl.LightningModule):
         for name, value in [("lr", lr), ("rho_thresh", rho_thresh), ("c_thresh", c_thresh), ("rms_eps", rms_eps)]:
             if not value > 0:
                 raise ValueError(f"model.{name}: must be positive, got {value}")
+        if max_nonfinite_updates < 1:
+            raise ValueError(f"model.max_nonfinite_updates: must be a positive integer, got {max_nonfinite_updates}")
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"model.max_frames: must be a positive integer or null, got {max_frames}")
         self.save_hyperparameters()
@@ -79,9 +87,10 @@ class ImpalaModule(pl.LightningModule):
         self.vtrace = TakenActionVTrace(gamma=discount, rho_thresh=rho_thresh, c_thresh=c_thresh)
         self.frames = 0  # emulator frames consumed by the learner
         self.policy_version = 0  # weight updates sent to the actors
+        self.skipped_updates = 0  # updates skipped for a non-finite loss or gradient
+        self._nonfinite_in_row = 0
         self._recent_games: deque[tuple[float, float]] = deque(maxlen=100)
         self._fps_window: deque[tuple[float, int]] = deque(maxlen=20)
-        self._eval: dict = {}
 
     # -- networks -----------------------------------------------------------------------------
     @property
@@ -155,18 +164,45 @@ class ImpalaModule(pl.LightningModule):
         }
 
     # -- the Lightning loop --------------------------------------------------------------------
-    def training_step(self, batch: TensorDictBase, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> torch.Tensor | None:
         batch = self.compute_advantages(batch)
         terms = self.loss(batch)
         self._log_training(batch, terms)
+        if not torch.isfinite(terms["loss"]):
+            self._skip_update("loss")
+            return None  # Lightning skips backward and the optimizer step
         return terms["loss"]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = grad_norm(self, norm_type=2)
-        if norms:
-            self.log("grad_norm", norms["grad_2.0_norm_total"])
+        if not norms:
+            return
+        total = norms["grad_2.0_norm_total"]
+        if not torch.isfinite(total):
+            self._skip_update("gradient")
+            optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are left as they are
+            return
+        self._nonfinite_in_row = 0
+        self.log("grad_norm", total)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def _skip_update(self, what: str) -> None:
+        self.skipped_updates += 1
+        self._nonfinite_in_row += 1
+        self.log("faults/skipped_updates", float(self.skipped_updates))
+        limit = self.hparams.max_nonfinite_updates
+        if self._nonfinite_in_row >= limit:
+            raise NonFiniteError(
+                f"{self._nonfinite_in_row} updates in a row had a non-finite {what} (model.max_nonfinite_updates="
+                f"{limit}); stopped at step {self.global_step}, the last checkpoint holds the last good weights"
+            )
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The update, then the new weights to the actors.
+
+        Here rather than in ``on_train_batch_end``: callbacks (checkpoints) run before that
+        hook, and must see the policy version that matches the saved weights.
+        """
+        super().optimizer_step(*args, **kwargs)
         self.policy_version += 1
         weights = TensorDict.from_module(self.actor).data
         if self.device.type != "cpu":
@@ -195,6 +231,9 @@ class ImpalaModule(pl.LightningModule):
             behaviour_version = batch["policy_version"].float().mean()
         metrics["policy_lag"] = self.policy_version - behaviour_version
         metrics["frames"] = float(self.frames)
+        stream = getattr(self.trainer.datamodule, "stream", None) if self._trainer is not None else None
+        if stream is not None:
+            metrics["faults/actor_restarts"] = float(stream.restarts)
         metrics["lr"] = self.optimizers().param_groups[0]["lr"] if self._trainer is not None else 0.0
         self.log_dict(metrics)
         if len(self._fps_window) > 1:
@@ -229,59 +268,35 @@ class ImpalaModule(pl.LightningModule):
         return max_steps if max_steps > 0 else None
 
     # -- checkpoints ---------------------------------------------------------------------------
+    # Tensors and primitives only: ``fit(ckpt_path=...)`` loads with ``weights_only=True``.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["impala"] = {"frames": self.frames, "policy_version": self.policy_version}
+        numpy_state = np.random.get_state()
+        checkpoint["impala"] = {
+            "frames": self.frames,
+            "policy_version": self.policy_version,
+            "skipped_updates": self.skipped_updates,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+                "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]),
+            },
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("impala", {})
         self.frames = int(state.get("frames", 0))
         self.policy_version = int(state.get("policy_version", 0))
+        self.skipped_updates = int(state.get("skipped_updates", 0))
+        rng = state.get("rng")
+        if rng is not None:  # the learner's random streams continue where they stopped
+            torch.set_rng_state(rng["torch"])
+            random.setstate(rng["python"])
+            name, keys, *rest = rng["numpy"]
+            np.random.set_state((name, keys.numpy(), *rest))
 
-    # -- evaluation -----------------------------------------------------------------------------
-    def _start_eval(self) -> None:
-        self._eval = {
-            "env": self.trainer.datamodule.env.make_batched(1),
-            "policy": copy.deepcopy(self.actor).cpu().float(),
-            "games": [],
-        }
-
-    def _eval_step(self, episode: int) -> None:
-        env, policy = self._eval["env"], self._eval["policy"]
-        mode = ExplorationType.DETERMINISTIC if self.hparams.eval_greedy else ExplorationType.RANDOM
-        env.set_seed(1_000_003 * (int(episode) + 1))
-        with torch.no_grad(), set_exploration_type(mode):
-            td = env.reset()
-            while True:
-                out, td = env.step_and_maybe_reset(policy(td))
-                if out["next", "game_over"].any():
-                    self._eval["games"].append((out["next", "game_return"].item(), out["next", "game_length"].item()))
-                    return
-
-    def _end_eval(self, prefix: str) -> None:
-        games = torch.tensor(self._eval["games"], dtype=torch.float64)
-        self._eval["env"].close()
-        self._eval = {}
-        if len(games) == 0:
-            return
-        self.log_dict(
-            {
-                f"{prefix}/return_mean": games[:, 0].mean().item(),
-                f"{prefix}/return_std": games[:, 0].std(unbiased=False).item(),
-                f"{prefix}/length_mean": games[:, 1].mean().item(),
-                f"{prefix}/games": float(len(games)),
-            }
-        )
-
-    def on_validation_epoch_start(self) -> None:
-        self._start_eval()
-
+    # -- evaluation: games are played by ``impala_lit.evaluation.EvaluationCallback`` -------------
     def validation_step(self, batch: int, batch_idx: int) -> None:
-        self._eval_step(batch_idx)
+        pass
 
-    def on_validation_epoch_end(self) -> None:
-        self._end_eval("eval")
-
-    # ``test`` plays the same evaluation games as ``validate``
-    on_test_epoch_start = on_validation_epoch_start
-    test_step = validation_step
-    on_test_epoch_end = on_validation_epoch_end
+    def test_step(self, batch: int, batch_idx: int) -> None:
+        pass

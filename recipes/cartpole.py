@@ -13,6 +13,7 @@ DEFAULTS = {
     "data.unroll_length": 20,
     "data.clip_rewards": False,
     "model.network": "mlp",
+    "eval.every_n_steps": 200,  # evaluation games + GIF in MLflow
     "model.max_frames": 500_000,
     # only ~780 updates fit in the budget: a larger step than Atari's 6e-4
     # (mean return at 500k frames, measured: lr 3e-3 -> 265, 6e-3 -> 424, 1e-2 -> 485)

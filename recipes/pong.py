@@ -10,6 +10,7 @@ from impala_lit.cli import ImpalaCLI
 DEFAULTS = {
     "data.env_id": "ALE/Pong-v5",
     "model.network": "shallow",
+    "eval.every_n_steps": 2500,  # evaluation games + GIF in MLflow
     "model.max_frames": 20_000_000,
 }
 

@@ -36,33 +36,54 @@ class RecipeRun:
         return runs[0]
 
 
-def run_recipe(recipe: str, args: list[str], workdir: Path, timeout: float = 600) -> RecipeRun:
-    """``python recipes/<recipe>.py <args>`` with MLflow and checkpoints under ``workdir``."""
-    tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
+def _recipe_command(recipe: str, args: list[str], workdir: Path, env: dict | None) -> tuple[list[str], dict, str, Path]:
+    tracking_uri = (env or {}).get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir / 'mlflow.db'}"
     checkpoints = workdir / "checkpoints"
     subcommand, *rest = args
     extra = []
     if subcommand in ("fit", "validate", "test"):
-        extra = [
-            f"--trainer.logger.init_args.artifact_location={workdir / 'artifacts'}",
-            f"--checkpoint.dirpath={checkpoints}",
-        ]
-    env = dict(
-        os.environ,
-        MLFLOW_TRACKING_URI=tracking_uri,
-        IMPALA_LIT_CHECKPOINT_DIR=str(workdir / "runs"),  # where --ckpt_path last looks without a dirpath
-        PYTHONPATH=str(ROOT),
-    )
+        extra = [f"--checkpoint.dirpath={checkpoints}"]
+        if tracking_uri.startswith("sqlite:"):  # a server keeps the artifacts itself
+            extra.append(f"--trainer.logger.init_args.artifact_location={workdir / 'artifacts'}")
+    full_env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "IMPALA_LIT_CHECKPOINT_DIR": str(workdir / "runs"),  # where --ckpt_path last looks without a dirpath
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    command = [sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), subcommand, *extra, *rest]
+    return command, full_env, tracking_uri, checkpoints
+
+
+def run_recipe(
+    recipe: str, args: list[str], workdir: Path, timeout: float = 600, env: dict | None = None
+) -> RecipeRun:
+    """``python recipes/<recipe>.py <args>`` with MLflow and checkpoints under ``workdir``."""
+    command, full_env, tracking_uri, checkpoints = _recipe_command(recipe, args, workdir, env)
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), subcommand, *extra, *rest],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc = subprocess.run(command, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout)
     return RecipeRun(proc.returncode, proc.stdout, proc.stderr, tracking_uri, checkpoints, time.perf_counter() - start)
+
+
+def start_recipe(recipe: str, args: list[str], workdir: Path, env: dict | None = None) -> subprocess.Popen:
+    """Like ``run_recipe``, but returns the running process (stderr piped, stdout dropped)."""
+    command, full_env, _, _ = _recipe_command(recipe, args, workdir, env)
+    return subprocess.Popen(
+        command, cwd=workdir, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``condition()`` every 0.2 s; fail naming ``what`` (and the process's stderr if it died)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"process exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def stray_workers(since: float) -> list[psutil.Process]:

@@ -12,3 +12,30 @@ class RaisesAtStep3(ImpalaModule):
         if self.global_step == 3:
             raise RuntimeError("injected failure at step 3")
         return super().training_step(batch, batch_idx)
+
+
+class SlowSteps(ImpalaModule):
+    """Each learner step takes 5 s longer: a signal lands inside a step."""
+
+    def training_step(self, batch, batch_idx):
+        import time
+
+        time.sleep(5)
+        return super().training_step(batch, batch_idx)
+
+
+class NaNLoss(ImpalaModule):
+    """The loss is NaN at the steps listed in ``$IMPALA_LIT_NAN_STEPS`` (``3,4`` or ``3-``: from 3 on)."""
+
+    def loss(self, batch):
+        import os
+
+        terms = super().loss(batch)
+        spec = os.environ.get("IMPALA_LIT_NAN_STEPS", "")
+        if spec.endswith("-"):
+            bad = self.global_step >= int(spec[:-1])
+        else:
+            bad = self.global_step in {int(s) for s in spec.split(",") if s}
+        if bad:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 from .conftest import run_recipe
 
@@ -71,6 +72,10 @@ def test_print_config_round_trips(tmp_path) -> None:
         (["--model.discount=1.5"], "model.discount: must be in [0, 1], got 1.5"),
         (["--ckpt_path=last"], "ckpt_path: 'last' needs"),
         (["--ckpt_path=nowhere.ckpt"], "ckpt_path: no checkpoint file at 'nowhere.ckpt'"),
+        (["--data.envs_per_worker=0"], "data.envs_per_worker: must be a positive integer, got 0"),
+        (["--data.batch_size=0"], "data.batch_size: must be a positive integer, got 0"),
+        (["--trainer.precision=fp8"], "trainer.precision: 'fp8' is not one of"),
+        (["--eval.episodes=0"], "eval.episodes: must be a positive integer, got 0"),
     ],
 )
 def test_bad_settings_fail_in_one_line(tmp_path, args: list[str], expected: str, no_stray_workers) -> None:
@@ -90,3 +95,33 @@ def test_ckpt_path_last_resumes_from_a_relative_checkpoint_folder(tmp_path) -> N
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Restored all states from the checkpoint at rel/last.ckpt" in again.stdout + again.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("truncated", "is not a readable checkpoint (truncated or not a torch file"),
+        ("foreign", "was not written by impala_lit (no 'state_dict'/'impala' entries)"),
+        ("deep network", "model.network: is 'shallow' but {path} was trained with 'deep' (set --model.network deep)"),
+        ("pong", "data.env_id: is 'CartPole-v1' but {path} was trained with 'ALE/Pong-v5'"),
+    ],
+)
+def test_unusable_checkpoints_fail_in_one_line(tmp_path, content: str, expected: str, no_stray_workers) -> None:
+    path = tmp_path / "given.ckpt"
+    ours = {"state_dict": {"w": torch.zeros(3)}, "impala": {"frames": 0}}
+    if content == "truncated":
+        torch.save({**ours, "big": torch.zeros(10_000)}, path)
+        path.write_bytes(path.read_bytes()[:20_000])
+    elif content == "foreign":
+        torch.save({"model": {"w": torch.zeros(3)}}, path)
+    elif content == "deep network":
+        torch.save({**ours, "hyper_parameters": {"network": "deep"}}, path)
+    else:
+        torch.save({**ours, "datamodule_hyper_parameters": {"env_id": "ALE/Pong-v5"}}, path)
+    before = path.read_bytes()
+    extra = ["--model.network=shallow"] if content == "deep network" else []  # asked for explicitly
+    run = run_recipe("cartpole", ["fit", f"--ckpt_path={path}", *extra], tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and expected.format(path=path) in errors[0], run.stderr
+    assert path.read_bytes() == before and not run.checkpoints.exists()  # nothing written, nothing overwritten

@@ -1,0 +1,176 @@
+"""Evaluation games: the raw game score of the current policy, and a GIF of one game.
+
+``EvaluationCallback`` plays them every ``every_n_steps`` learner steps during ``fit`` (in
+the learner process, on a CPU copy of the policy; the actors keep collecting meanwhile)
+and when ``test``/``validate`` runs. Games use fresh environments under the training
+protocol, but always end with the game (no end-of-life episodes) and score unclipped rewards.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import MLFlowLogger
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from impala_lit.envs import EnvSpec, is_atari
+
+VIDEO_MAX_PIXELS = 120_000  # frames larger than this (CartPole's 400x600) are downscaled
+
+
+@dataclasses.dataclass
+class GameResults:
+    """Raw scores and lengths (agent steps) of the games played, and the frames of the first one."""
+
+    returns: list[float]
+    lengths: list[int]
+    frames: list[np.ndarray]
+    fps: float
+
+    def metrics(self, prefix: str = "eval") -> dict[str, float]:
+        returns = np.asarray(self.returns, dtype=np.float64)
+        return {
+            f"{prefix}/return_mean": float(returns.mean()),
+            f"{prefix}/return_std": float(returns.std()),
+            f"{prefix}/return_min": float(returns.min()),
+            f"{prefix}/return_max": float(returns.max()),
+            f"{prefix}/length_mean": float(np.mean(self.lengths)),
+            f"{prefix}/games": float(len(returns)),
+        }
+
+    def gif(self) -> bytes:
+        """The recorded game as an animated GIF (MLflow's artifact view plays it)."""
+        import imageio.v3 as iio
+
+        frames = np.stack(self.frames)
+        step = max(1, math.ceil(math.sqrt(frames.shape[1] * frames.shape[2] / VIDEO_MAX_PIXELS)))
+        frames = frames[:, ::step, ::step]
+        buffer = io.BytesIO()
+        iio.imwrite(buffer, frames, extension=".gif", duration=1000.0 / self.fps, loop=0)
+        return buffer.getvalue()
+
+
+def play_games(
+    env: EnvSpec,
+    policy: TensorDictModuleBase,
+    episodes: int,
+    *,
+    greedy: bool = False,
+    seed: int = 0,
+    record: bool = False,
+    max_video_frames: int = 1000,
+) -> GameResults:
+    """Play ``episodes`` whole games with ``policy``; record the first ``max_video_frames`` of game 0."""
+    spec = dataclasses.replace(env, episodic_life=False)  # the unit of evaluation is a game
+    if record:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (CartPole's renderer) needs no screen
+    game = spec.make_gym(render_mode="rgb_array" if record else None)
+    policy = copy.deepcopy(policy).cpu().float().eval()
+    mode = ExplorationType.DETERMINISTIC if greedy else ExplorationType.RANDOM
+    fps = 60.0 / spec.frame_skip if is_atari(spec.env_id) else float(game.metadata.get("render_fps", 30))
+    returns: list[float] = []
+    lengths: list[int] = []
+    frames: list[np.ndarray] = []
+    try:
+        with torch.no_grad(), set_exploration_type(mode):
+            for episode in range(episodes):
+                obs, _ = game.reset(seed=seed + episode)
+                recording = record and episode == 0
+                if recording:
+                    frames.append(game.render())
+                while True:
+                    td = TensorDict(observation=torch.as_tensor(np.asarray(obs)).unsqueeze(0), batch_size=[1])
+                    action = int(policy(td)["action"].item())
+                    obs, _, terminated, truncated, info = game.step(action)
+                    if recording and len(frames) < max_video_frames:
+                        frames.append(game.render())
+                    if terminated or truncated:
+                        returns.append(float(info["game_return"]))
+                        lengths.append(int(info["game_length"]))
+                        break
+    finally:
+        game.close()
+    return GameResults(returns, lengths, frames, fps)
+
+
+class EvaluationCallback(Callback):
+    """Plays evaluation games during ``fit`` and for ``test``/``validate``; logs ``eval/*`` and a GIF.
+
+    Args:
+        every_n_steps: during ``fit``, evaluate every this many learner steps (0: never).
+        episodes: games per evaluation.
+        greedy: play the most likely action instead of sampling from the policy.
+        video: record the first game and log it as ``videos/step<N>.gif`` in the MLflow run.
+        max_video_frames: agent steps recorded at most.
+        seed: seed of the first evaluation game (game i uses seed + i).
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 0,
+        episodes: int = 10,
+        greedy: bool = False,
+        video: bool = True,
+        max_video_frames: int = 1000,
+        seed: int = 1_000_000,
+    ):
+        if every_n_steps < 0:
+            raise ValueError(f"eval.every_n_steps: must be >= 0 (0 turns it off), got {every_n_steps}")
+        if episodes < 1:
+            raise ValueError(f"eval.episodes: must be a positive integer, got {episodes}")
+        self.every_n_steps = every_n_steps
+        self.episodes = episodes
+        self.greedy = greedy
+        self.video = video
+        self.max_video_frames = max_video_frames
+        self.seed = seed
+        self.last: GameResults | None = None
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """Play the games, upload the GIF; returns the ``eval/*`` metrics."""
+        results = play_games(
+            trainer.datamodule.env,
+            pl_module.actor,
+            self.episodes,
+            greedy=self.greedy,
+            seed=self.seed,
+            record=self.video,
+            max_video_frames=self.max_video_frames,
+        )
+        self.last = results
+        if self.video and results.frames:
+            self._upload_gif(trainer, results.gif())
+        return results.metrics("eval")
+
+    def _upload_gif(self, trainer: pl.Trainer, gif: bytes) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / f"step{trainer.global_step:08d}.gif"
+                    path.write_bytes(gif)
+                    logger.experiment.log_artifact(logger.run_id, str(path), "videos")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            metrics = self.evaluate(trainer, pl_module)
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+
+    def _evaluate_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log_dict(self.evaluate(trainer, pl_module))
+
+    on_validation_epoch_end = _evaluate_and_log
+    on_test_epoch_end = _evaluate_and_log

@@ -1,0 +1,42 @@
+"""Learners that report their state, selected with ``--model tests.probes.<Name>`` in subprocess tests."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from tensordict import TensorDict
+
+from impala_lit import ImpalaModule
+
+
+class RecordsResume(ImpalaModule):
+    """Saves, at the first training step of the process, what a resume must have restored.
+
+    Written to ``$IMPALA_LIT_PROBE`` with ``torch.save``: global step, frames, policy version,
+    learning rate, optimizer state, the oldest policy version in the first batch and whether
+    the actors' weights equal the learner's.
+    """
+
+    _recorded = False
+
+    def training_step(self, batch, batch_idx):
+        path = os.environ.get("IMPALA_LIT_PROBE")
+        if path and not self._recorded:
+            self._recorded = True
+            stream = self.trainer.datamodule.stream
+            actor_weights = TensorDict.from_module(stream.policy).data
+            learner_weights = TensorDict.from_module(self.actor).data.cpu()
+            torch.save(
+                {
+                    "global_step": self.global_step,
+                    "frames": self.frames,
+                    "policy_version": self.policy_version,
+                    "lr": self.optimizers().param_groups[0]["lr"],
+                    "optimizer": self.optimizers().optimizer.state_dict(),
+                    "batch_min_version": int(batch["policy_version"].min()),
+                    "actors_have_learner_weights": bool((actor_weights == learner_weights).all()),
+                },
+                path,
+            )
+        return super().training_step(batch, batch_idx)

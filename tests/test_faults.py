@@ -1,0 +1,106 @@
+"""Faults with real processes: signals, non-finite losses, a crash while a checkpoint is written."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import mlflow
+import psutil
+import pytest
+import torch
+
+from .conftest import run_recipe, start_recipe, wait_for
+
+
+def _first_run(tmp_path):
+    db = tmp_path / "mlflow.db"
+    if not db.exists():
+        return None, None
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("cartpole")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return client, (runs[0] if runs else None)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_cleanly_with_a_checkpoint(tmp_path, signum, no_stray_workers) -> None:
+    args = ["fit", "--trainer.max_steps=100000", "--trainer.log_every_n_steps=1", "--checkpoint.every_n_train_steps=3"]
+    proc = start_recipe("cartpole", args, tmp_path)
+    # a checkpoint exists: training is under way (and the MLflow store is set up; polling it earlier races)
+    wait_for((tmp_path / "checkpoints" / "last.ckpt").exists, 240, "training to be under way", proc)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(workers) >= 2
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum], stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    client, run = _first_run(tmp_path)
+    assert run.info.status == "KILLED"
+    logged = max(m.step for m in client.get_metric_history(run.info.run_id, "frames"))
+    assert last["global_step"] >= logged + 1  # the checkpoint holds every update that was logged
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "actor processes outlived the signal"
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path, no_stray_workers) -> None:
+    args = ["fit", "--trainer.max_steps=100000", "--checkpoint.every_n_train_steps=1", "--model=tests.faulty.SlowSteps"]
+    proc = start_recipe("cartpole", args, tmp_path)
+    # after the first step's checkpoint, the next step sleeps 5 s: the signals land in it
+    wait_for((tmp_path / "checkpoints" / "last.ckpt").exists, 240, "the first learner step", proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    start = time.time()
+    proc.communicate(timeout=60)
+    assert time.time() - start < 5 and proc.returncode == 130
+
+
+def _weights_finite(path) -> bool:
+    state = torch.load(path, weights_only=True)["state_dict"]
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_non_finite_losses_skip_the_update_and_are_counted(tmp_path, no_stray_workers) -> None:
+    args = ["fit", "--trainer.max_steps=8", "--trainer.log_every_n_steps=1", "--model=tests.faulty.NaNLoss"]
+    run = run_recipe("cartpole", args, tmp_path, env={"IMPALA_LIT_NAN_STEPS": "3,4"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    last = torch.load(run.checkpoints / "last.ckpt", weights_only=True)
+    assert last["impala"]["skipped_updates"] == 2 and _weights_finite(run.checkpoints / "last.ckpt")
+    client = run.client()
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])
+    skipped = client.get_metric_history(mlflow_run.info.run_id, "faults/skipped_updates")
+    assert max(m.value for m in skipped) == 2
+    assert mlflow_run.info.status == "FINISHED"
+
+
+def test_non_finite_losses_in_a_row_stop_the_run_keeping_good_weights(tmp_path, no_stray_workers) -> None:
+    args = ["fit", "--trainer.max_steps=50", "--checkpoint.every_n_train_steps=2", "--model=tests.faulty.NaNLoss",
+            "--model.max_nonfinite_updates=3"]  # fmt: skip
+    run = run_recipe("cartpole", args, tmp_path, env={"IMPALA_LIT_NAN_STEPS": "4-"})
+    assert run.returncode == 3, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "3 updates in a row had a non-finite loss" in errors[0], run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    assert _weights_finite(run.checkpoints / "last.ckpt")
+    client = run.client()
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])
+    assert mlflow_run.info.status == "FAILED"
+
+
+def test_a_killed_actor_is_restarted_and_counted(tmp_path, no_stray_workers) -> None:
+    args = ["fit", "--trainer.max_steps=60", "--trainer.log_every_n_steps=1", "--checkpoint.every_n_train_steps=5"]
+    proc = start_recipe("cartpole", args, tmp_path)
+    wait_for((tmp_path / "checkpoints" / "last.ckpt").exists, 240, "training to be under way", proc)
+    actors = [p for p in psutil.Process(proc.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    assert len(actors) == 2
+    actors[0].kill()
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "restarting the actors (1 restarts so far)" in stderr
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 60
+    client, run = _first_run(tmp_path)
+    restarts = client.get_metric_history(run.info.run_id, "faults/actor_restarts")
+    assert max(m.value for m in restarts) == 1 and run.info.status == "FINISHED"

@@ -1,0 +1,66 @@
+"""Exact resume after SIGKILL, into the same MLflow run; safe checkpoint loading."""
+
+from __future__ import annotations
+
+import signal
+
+import mlflow
+import pytest
+import torch
+
+from .conftest import run_recipe, start_recipe, stray_workers, wait_for
+
+PROBE = "--model=tests.probes.RecordsResume"
+ARGS = ["--trainer.max_steps=40", "--checkpoint.every_n_train_steps=8", "--trainer.log_every_n_steps=1", PROBE]
+
+
+def _saved_step(path) -> int:
+    try:
+        return torch.load(path, weights_only=True)["global_step"]
+    except Exception:
+        return -1
+
+
+def test_sigkill_then_resume_continues_exactly_in_the_same_mlflow_run(tmp_path, no_stray_workers) -> None:
+    first = start_recipe("cartpole", ["fit", *ARGS], tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    wait_for(lambda: last.exists() and _saved_step(last) >= 16, 300, "a checkpoint at step >= 16", first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    wait_for(lambda: not stray_workers(0), 30, "the actors to die with the killed learner")
+
+    saved = torch.load(last, weights_only=True)
+    assert 16 <= saved["global_step"] < 40
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])
+    assert saved["mlflow"]["run_id"] == run.info.run_id
+    before = {m.step for m in client.get_metric_history(run.info.run_id, "frames")}
+
+    resumed = run_recipe("cartpole", ["fit", "--ckpt_path=last", *ARGS], tmp_path,
+                         env={"IMPALA_LIT_PROBE": str(tmp_path / "probe.pt")})  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    probe = torch.load(tmp_path / "probe.pt", weights_only=True)
+    assert probe["global_step"] == saved["global_step"]
+    assert probe["frames"] == saved["impala"]["frames"] == saved["global_step"] * 32 * 20
+    assert probe["policy_version"] == saved["impala"]["policy_version"] == saved["global_step"]
+    scheduler = saved["lr_schedulers"][0]
+    assert probe["lr"] == pytest.approx(scheduler["_last_lr"][0])
+    assert scheduler["last_epoch"] == saved["global_step"]  # the schedule continues, not restarts
+    optimizer = saved["optimizer_states"][0]
+    assert probe["optimizer"]["state"].keys() == optimizer["state"].keys()
+    for key, state in optimizer["state"].items():
+        for name, value in state.items():
+            assert torch.equal(probe["optimizer"]["state"][key][name], value), (key, name)
+    assert probe["actors_have_learner_weights"]  # the actors started from the restored weights
+    assert probe["batch_min_version"] >= saved["impala"]["policy_version"]
+
+    assert torch.load(last, weights_only=True)["global_step"] == 40  # ran to the requested max_steps
+    (run,) = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])  # still one run
+    assert run.info.status == "FINISHED"
+    frames = client.get_metric_history(run.info.run_id, "frames")
+    steps = {m.step for m in frames}
+    assert before < steps and max(before) >= saved["global_step"] - 1  # the history runs past the kill point
+    assert steps == set(range(40))  # one x-axis (Lightning logs step i for the i-th update), no gap
+    # no reset: the frame counter continued (steps between the checkpoint and the kill were replayed)
+    assert all(m.value == (m.step + 1) * 32 * 20 for m in frames)

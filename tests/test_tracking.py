@@ -1,0 +1,97 @@
+"""A real ``mlflow server`` on 127.0.0.1: params, metrics and the evaluation GIF over HTTP."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import imageio.v3 as iio
+import mlflow
+import pytest
+
+from .conftest import run_recipe, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--backend-store-uri=sqlite:///{tmp_path / 'server.db'}",
+            f"--artifacts-destination={tmp_path / 'server-artifacts'}",
+            "--workers=1",
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(f"{uri}/health"), 90, "the MLflow server", server)
+        yield uri
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_a_run_on_a_remote_tracking_server(tmp_path, mlflow_server) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    run = run_recipe(
+        "cartpole",
+        ["fit", "--trainer.max_steps=10", "--eval.every_n_steps=5", "--eval.episodes=2",
+         "--trainer.log_every_n_steps=1"],  # fmt: skip
+        workdir,
+        env={"MLFLOW_TRACKING_URI": mlflow_server},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "artifacts").exists()  # all went to the server
+
+    client = mlflow.MlflowClient(mlflow_server)  # over HTTP
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])
+    run_id = mlflow_run.info.run_id
+    assert mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.params["model.network"] == "mlp" and mlflow_run.data.params["trainer.max_steps"] == "10"
+    assert [m.step for m in client.get_metric_history(run_id, "eval/return_mean")] == [5, 10]
+    assert len(client.get_metric_history(run_id, "frames")) == 10
+
+    videos = sorted(a.path for a in client.list_artifacts(run_id, "videos"))
+    assert videos == ["videos/step00000005.gif", "videos/step00000010.gif"]
+    local = client.download_artifacts(run_id, videos[-1], str(tmp_path))
+    frames = iio.imread(local, index=None)
+    assert frames.ndim == 4 and len(frames) >= 9 and frames.shape[-1] in (3, 4)  # an animation of >= 9 steps
+    assert "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
+
+
+def test_an_unreachable_tracking_server_fails_fast(tmp_path) -> None:
+    uri = f"http://127.0.0.1:{_free_port()}"
+    run = run_recipe("cartpole", ["fit", "--trainer.max_steps=10"], tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    assert run.returncode == 2 and run.seconds < 60
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        f"cartpole.py: error: trainer.logger.init_args.tracking_uri: no MLflow server answers at {uri}"
+    ), run.stderr[-2000:]
