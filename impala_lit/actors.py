@@ -17,6 +17,7 @@ import copy
 import ctypes
 import functools
 import multiprocessing
+import queue
 import signal
 import sys
 import warnings
@@ -26,6 +27,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import MultiAsyncCollector
+from torchrl.weight_update import SharedMemWeightSyncScheme
 
 from impala_lit.envs import EnvSpec
 
@@ -46,6 +48,37 @@ def _worker_env(env: EnvSpec, num_envs: int):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     return env.make_batched(num_envs)
+
+
+class LivenessAwareWeightSync(SharedMemWeightSyncScheme):
+    """TorchRL's default shared-memory weight sync, except that a dead actor cannot block the learner.
+
+    The stock scheme waits without a timeout for every worker to acknowledge new weights; a
+    killed worker never does, and the learner hung in ``update_policy_weights_`` (found by
+    ``bench/soak.py``). Here the wait gives up once a worker is dead: the stream's next read
+    then sees the dead worker (TorchRL checks on every queue timeout) and restarts the actors.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sync=True)
+        self.processes: list = []  # the collector's workers, set once they exist (never pickled)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["processes"] = []
+        return state
+
+    def _wait_for_ack(self, worker_ids=None, timeout=None) -> None:
+        if isinstance(worker_ids, int):
+            worker_ids = [worker_ids]
+        for worker in list(self._ack_queues) if worker_ids is None else worker_ids:
+            while True:
+                try:
+                    self._ack_queues[worker].get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    if any(not process.is_alive() for process in self.processes):
+                        return
 
 
 class ActorsFailedError(RuntimeError):
@@ -93,17 +126,20 @@ class RolloutStream:
         if self._latest_weights is not None:
             self._latest_weights.to_module(self.policy, inplace=True)
         make_env = functools.partial(_worker_env, self.env, self.envs_per_worker)
+        weight_sync = LivenessAwareWeightSync()
         collector = MultiAsyncCollector(
             [make_env] * self.num_workers,
             self.policy,
             frames_per_batch=self.envs_per_worker * self.unroll_length,
             total_frames=-1,
             track_policy_version=True,
+            weight_sync_schemes={"policy": weight_sync},
             # workers run 1 torch thread each (num_sub_threads default); the learner
             # process gets cores minus workers (num_threads default), so nothing oversubscribes
         )
         # workers count weight updates from 0: offset their stamps by the learner's version now
         self.version_offset = self.policy_version
+        weight_sync.processes = list(collector.procs)
         collector.set_seed(self.seed + 10_007 * self.restarts)  # a restart does not replay the same games
         return collector
 

@@ -104,3 +104,30 @@ def test_a_killed_actor_is_restarted_and_counted(tmp_path, no_stray_workers) -> 
     client, run = _first_run(tmp_path)
     restarts = client.get_metric_history(run.info.run_id, "faults/actor_restarts")
     assert max(m.value for m in restarts) == 1 and run.info.status == "FINISHED"
+
+
+def test_weights_sent_while_an_actor_is_dead_do_not_block_the_learner(no_stray_workers) -> None:
+    import threading
+
+    from tensordict import TensorDict
+
+    from impala_lit import ImpalaModule
+    from impala_lit.actors import RolloutStream
+    from impala_lit.envs import EnvSpec
+
+    learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp")
+    stream = RolloutStream(EnvSpec("CartPole-v1"), learner.actor, num_workers=2, envs_per_worker=2,
+                           unroll_length=10, batch_size=2)  # fmt: skip
+    batches = iter(stream)
+    next(batches)
+    psutil.Process(stream.collector.procs[0].pid).kill()  # not reaped here: multiprocessing must see it die
+    wait_for(lambda: not stream.collector.procs[0].is_alive(), 10, "the actor to die")
+    weights = TensorDict.from_module(learner.actor).data
+    sender = threading.Thread(target=stream.update_weights, args=(weights,), daemon=True)
+    sender.start()
+    sender.join(timeout=30)
+    assert not sender.is_alive(), "update_weights blocked on a dead actor"  # TorchRL's default scheme hangs here
+    batch = next(batches)  # the stream restarts the actors
+    assert stream.restarts == 1 and batch.batch_size == (2, 10)
+    assert (batch["policy_version"] >= 1).all()  # the restarted actors start from the weights just sent
+    batches.close()

@@ -1,0 +1,119 @@
+"""Soak test: CartPole training for a long time while an actor process is killed every few minutes.
+
+python bench/soak.py --minutes 31 --kill-every 180 --workdir /tmp/soak
+
+Prints one line per sample (time, learner step, memory of the learner and of its actors,
+restarts) and a JSON summary last. The run must keep going after every kill, and memory
+must stay flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def actors(proc: psutil.Process) -> list[psutil.Process]:
+    found = []
+    for child in proc.children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def rss_mb(procs: list[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=31.0)
+    parser.add_argument("--kill-every", type=float, default=180.0, help="seconds between actor kills")
+    parser.add_argument("--sample-every", type=float, default=60.0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/impala_lit_soak"))
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{args.workdir / 'mlflow.db'}"
+    command = [
+        sys.executable, str(ROOT / "recipes" / "cartpole.py"), "fit",
+        "--model.max_frames=1000000000", "--trainer.log_every_n_steps=20",
+        f"--checkpoint.dirpath={args.workdir / 'checkpoints'}",
+        f"--trainer.logger.init_args.artifact_location={args.workdir / 'artifacts'}",
+    ]  # fmt: skip
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    log = open(args.workdir / "stderr.txt", "w")
+    trainer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=args.workdir)
+    learner = psutil.Process(trainer.pid)
+    start = time.time()
+    next_kill = start + args.kill_every
+    next_sample = start + 30
+    kills, samples = 0, []
+    rng = random.Random(0)
+    while time.time() - start < args.minutes * 60 and trainer.poll() is None:
+        time.sleep(1)
+        now = time.time()
+        if now >= next_kill:
+            victims = actors(learner)
+            if victims:
+                rng.choice(victims).kill()
+                kills += 1
+            next_kill = now + args.kill_every
+        if now >= next_sample:
+            sample = {
+                "minute": round((now - start) / 60, 1),
+                "learner_rss_mb": round(rss_mb([learner]), 1),
+                "actors_rss_mb": round(rss_mb(actors(learner)), 1),
+                "kills": kills,
+            }
+            samples.append(sample)
+            print(json.dumps(sample), flush=True)
+            next_sample = now + args.sample_every
+    alive = trainer.poll() is None
+    if alive:
+        trainer.send_signal(signal.SIGTERM)
+    code = trainer.wait(timeout=300)
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])
+    history = {
+        key: client.get_metric_history(run.info.run_id, key)
+        for key in ("frames", "faults/actor_restarts", "episode/return")
+    }
+    summary = {
+        "minutes": round((time.time() - start) / 60, 1),
+        "alive_until_stopped": alive,
+        "exit_code": code,
+        "mlflow_status": client.get_run(run.info.run_id).info.status,
+        "kills": kills,
+        "restarts_logged": max((m.value for m in history["faults/actor_restarts"]), default=0),
+        "frames": max((m.value for m in history["frames"]), default=0),
+        "last_step": max((m.step for m in history["frames"]), default=0),
+        "episode_return_last": history["episode/return"][-1].value if history["episode/return"] else None,
+        "learner_rss_mb_first_last": [samples[0]["learner_rss_mb"], samples[-1]["learner_rss_mb"]] if samples else None,
+        "actors_rss_mb_first_last": [samples[0]["actors_rss_mb"], samples[-1]["actors_rss_mb"]] if samples else None,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
