@@ -6,7 +6,9 @@ import lightning.pytorch as pl
 from tensordict import TensorDict
 
 from impala_lit.actors import RolloutStream
-from impala_lit.envs import EnvSpec, check_env_id
+from impala_lit.envs import EnvSpec, check_env_id, is_atari
+
+BACKENDS = ("gymnasium", "ale_vector")
 
 
 class ImpalaDataModule(pl.LightningDataModule):
@@ -24,6 +26,9 @@ class ImpalaDataModule(pl.LightningDataModule):
         clip_rewards: clip rewards by sign for learning (the logged score stays raw).
         episodic_life: Atari only: losing a life ends the episode for learning.
         sticky_actions: Atari only: repeat-action probability (the paper: 0).
+        backend: ``gymnasium`` (gymnasium's ``AtariPreprocessing`` in TorchRL's ``SerialEnv``;
+            any env id) or ``ale_vector`` (ale-py's C++ ``AtariVectorEnv``, same protocol, faster;
+            Atari only, no ``episodic_life``).
         seed: seed of the actors' environments.
         max_actor_restarts: a dead actor restarts the actors; this many failures in a row
             without a batch stop the run (``ActorsFailedError``).
@@ -42,6 +47,7 @@ class ImpalaDataModule(pl.LightningDataModule):
         clip_rewards: bool = True,
         episodic_life: bool = False,
         sticky_actions: float = 0.0,
+        backend: str = "gymnasium",
         seed: int = 0,
         max_actor_restarts: int = 3,
     ):
@@ -61,6 +67,12 @@ class ImpalaDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"data.batch_size: {batch_size} must be a multiple of data.envs_per_worker ({envs_per_worker})"
             )
+        if backend not in BACKENDS:
+            raise ValueError(f"data.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+        if backend == "ale_vector" and not is_atari(env_id):
+            raise ValueError(f"data.backend: 'ale_vector' runs Atari games only, not {env_id!r} (use gymnasium)")
+        if backend == "ale_vector" and episodic_life:
+            raise ValueError("data.backend: 'ale_vector' does not support data.episodic_life=true (use gymnasium)")
         if max_actor_restarts < 0:
             raise ValueError(f"data.max_actor_restarts: must be >= 0, got {max_actor_restarts}")
         if not 0.0 <= sticky_actions < 1.0:
@@ -74,6 +86,7 @@ class ImpalaDataModule(pl.LightningDataModule):
             clip_rewards=clip_rewards,
             episodic_life=episodic_life,
             sticky_actions=sticky_actions,
+            backend=backend,
         )
         probe = self.env.make()
         self.observation_shape: tuple[int, ...] = tuple(probe.observation_spec["observation"].shape)

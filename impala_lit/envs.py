@@ -14,13 +14,25 @@ game, so logs show real scores even with clipped rewards and end-of-life episode
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import torch
+from tensordict import TensorDictBase
 from torchrl.data import Unbounded
-from torchrl.envs import EnvBase, GymWrapper, SerialEnv, SignTransform, TransformedEnv
+from torchrl.envs import (
+    EnvBase,
+    ExcludeTransform,
+    GymWrapper,
+    RewardSum,
+    SerialEnv,
+    SignTransform,
+    StepCounter,
+    Transform,
+    TransformedEnv,
+)
 from torchrl.envs.gym_like import default_info_dict_reader
 
 GAME_KEYS = ("game_return", "game_length", "game_over")
@@ -121,6 +133,7 @@ class EnvSpec:
     clip_rewards: bool = True
     episodic_life: bool = False
     sticky_actions: float = 0.0
+    backend: str = "gymnasium"
 
     @property
     def frames_per_step(self) -> int:
@@ -164,7 +177,71 @@ class EnvSpec:
 
         Transforms sit on the batch (one call per step, not one per env).
         """
+        if self.backend == "ale_vector":
+            return self._make_ale_vector(num_envs)
         env = TransformedEnv(SerialEnv(num_envs, self.make))
         if self.clip_rewards:
             env.append_transform(SignTransform(in_keys=["reward"], out_keys=["reward"]))
         return env
+
+    def _make_ale_vector(self, num_envs: int) -> TransformedEnv:
+        """ale-py's C++ ``AtariVectorEnv``: the same protocol, preprocessing done in C++.
+
+        One emulator thread per actor process (actors are the parallelism). The raw score
+        is summed by TorchRL's ``RewardSum``/``StepCounter`` before rewards are clipped.
+        """
+        from ale_py.vector_env import AtariVectorEnv
+
+        vector = AtariVectorEnv(
+            ale_game_name(self.env_id),
+            num_envs,
+            num_threads=1,
+            frameskip=self.frame_skip,
+            maxpool=True,
+            img_height=84,
+            img_width=84,
+            grayscale=True,
+            stack_num=self.frame_stack,
+            noop_max=self.noop_max,
+            repeat_action_probability=self.sticky_actions,
+            max_num_frames_per_episode=ATARI_MAX_FRAMES,
+            reward_clipping=False,  # clipped below, after the raw score is counted
+            episodic_life=False,
+            use_fire_reset=False,  # not part of the paper's protocol
+            autoreset_mode="SameStep",  # what TorchRL's vector-env wrapper supports
+        )
+        env = TransformedEnv(
+            GymWrapper(vector, categorical_action_encoding=True),
+            ExcludeTransform("env_id", "lives", "frame_number", "episode_frame_number"),
+        )
+        env.append_transform(RewardSum(in_keys=["reward"], out_keys=["game_return"]))
+        env.append_transform(StepCounter(step_count_key="game_length"))
+        env.append_transform(GameOver())
+        if self.clip_rewards:
+            env.append_transform(SignTransform(in_keys=["reward"], out_keys=["reward"]))
+        return env
+
+
+def ale_game_name(env_id: str) -> str:
+    """``ALE/MontezumaRevenge-v5`` -> ``montezuma_revenge`` (ale-py's ROM name)."""
+    name = env_id.split("/")[-1].split("-")[0].removesuffix("NoFrameskip")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class GameOver(Transform):
+    """Writes ``game_over`` (the step that ends a game) from ``done``: without end-of-life episodes they coincide."""
+
+    def __init__(self) -> None:
+        super().__init__(in_keys=["done"], out_keys=["game_over"])
+
+    def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        next_tensordict.set("game_over", next_tensordict.get("done").squeeze(-1).clone())
+        return next_tensordict
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        tensordict_reset.set("game_over", torch.zeros(tensordict_reset.batch_size, dtype=torch.bool))
+        return tensordict_reset
+
+    def transform_observation_spec(self, observation_spec):
+        observation_spec["game_over"] = Unbounded(observation_spec.shape, dtype=torch.bool)
+        return observation_spec

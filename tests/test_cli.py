@@ -76,6 +76,8 @@ def test_print_config_round_trips(tmp_path) -> None:
         (["--data.batch_size=0"], "data.batch_size: must be a positive integer, got 0"),
         (["--trainer.precision=fp8"], "trainer.precision: 'fp8' is not one of"),
         (["--eval.episodes=0"], "eval.episodes: must be a positive integer, got 0"),
+        (["--data.backend=envpool"], "data.backend: 'envpool' is not one of gymnasium, ale_vector"),
+        (["--data.backend=ale_vector"], "data.backend: 'ale_vector' runs Atari games only, not 'CartPole-v1'"),
     ],
 )
 def test_bad_settings_fail_in_one_line(tmp_path, args: list[str], expected: str, no_stray_workers) -> None:

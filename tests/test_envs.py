@@ -98,3 +98,36 @@ def test_unknown_env_id_is_one_clear_line(env_id: str, hint: str | None) -> None
     assert "\n" not in message and "data.env_id" in message and env_id in message
     if hint:
         assert hint in message
+
+
+def test_the_ale_vector_backend_keeps_the_protocol_and_the_keys() -> None:
+    spec = EnvSpec("ALE/SpaceInvaders-v5", backend="ale_vector")
+    env = spec.make_batched(2)
+    check_env_specs(env)
+    reference = EnvSpec("ALE/SpaceInvaders-v5").make_batched(2)
+    assert set(env.observation_spec.keys(True)) == set(reference.observation_spec.keys(True))
+    env.set_seed(0)
+    td = env.rollout(400, break_when_any_done=False)
+    assert td["observation"].shape == (2, 400, 4, 84, 84) and td["observation"].dtype == torch.uint8
+    frames = td["observation"][0, 50]
+    assert not torch.equal(frames[0], frames[-1])  # 4 different frames stacked
+    rewards = td["next", "reward"]
+    assert set(rewards.unique().tolist()) <= {-1.0, 0.0, 1.0} and rewards.sum() > 0  # clipped for learning
+    increments = (td["next", "game_return"][:, 1:] - td["next", "game_return"][:, :-1]).squeeze(-1)
+    assert increments.max() >= 5  # the raw score is kept
+    assert (td["next", "game_length"][:, :10].squeeze(-1) == torch.arange(1, 11)).all()
+    env.close()
+
+
+def test_ale_vector_games_end_with_game_over_and_the_raw_score() -> None:
+    env = EnvSpec("ALE/Pong-v5", backend="ale_vector").make_batched(2)
+    env.set_seed(1)
+    td = env.rollout(1500, break_when_any_done=False)  # a random Pong player loses 21-0 in ~800-1100 steps
+    over = td["next", "game_over"]
+    assert (over == td["next", "done"].squeeze(-1)).all() and over.any()
+    scores = td["next", "game_return"][over].reshape(-1)
+    assert ((scores >= -21) & (scores <= -15)).all()
+    after = over.nonzero()[0]
+    if after[1] + 1 < td.shape[1]:  # the next game starts from zero
+        assert td["next", "game_length"][after[0], after[1] + 1].item() == 1
+    env.close()
