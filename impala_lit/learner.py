@@ -203,6 +203,10 @@ class ImpalaModule(pl.LightningModule):
         hook, and must see the policy version that matches the saved weights.
         """
         super().optimizer_step(*args, **kwargs)
+        self.send_weights()
+
+    def send_weights(self) -> None:
+        """Bump the policy version and send the actor's weights to the actors."""
         self.policy_version += 1
         weights = TensorDict.from_module(self.actor).data
         if self.device.type != "cpu":
@@ -218,8 +222,11 @@ class ImpalaModule(pl.LightningModule):
         datamodule = self.trainer.datamodule
         return datamodule.env.frames_per_step if datamodule is not None and hasattr(datamodule, "env") else 1
 
-    def _log_training(self, batch: TensorDictBase, terms: dict[str, torch.Tensor]) -> None:
-        self.frames += batch.numel() * self._frames_per_step()
+    def _log_training(
+        self, batch: TensorDictBase, terms: dict[str, torch.Tensor], new_steps: int | None = None
+    ) -> None:
+        """Log the step's metrics; ``new_steps`` agent steps (default: the batch's) were not seen before."""
+        self.frames += (batch.numel() if new_steps is None else new_steps) * self._frames_per_step()
         now = time.perf_counter()
         self._fps_window.append((now, self.frames))
         metrics = {f"loss/{k}" if k != "loss" else "loss/total": v.detach() for k, v in terms.items()}
@@ -241,8 +248,8 @@ class ImpalaModule(pl.LightningModule):
             self.log("fps", (f1 - f0) / max(t1 - t0, 1e-9), prog_bar=True)
         over = batch.get(("next", "game_over"))
         if over.any():
-            returns = batch.get(("next", "game_return"))[over].tolist()
-            lengths = batch.get(("next", "game_length"))[over].tolist()
+            returns = batch.get(("next", "game_return"))[over].reshape(-1).tolist()
+            lengths = batch.get(("next", "game_length"))[over].reshape(-1).tolist()
             self._recent_games.extend(zip(returns, lengths, strict=False))
         if self._recent_games:
             returns, lengths = zip(*self._recent_games, strict=False)

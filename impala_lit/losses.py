@@ -15,20 +15,66 @@ class APPOModule(ImpalaModule):
 
     PPO's clipped surrogate on the ratio learner / behaviour policy, with V-trace
     advantages ``r + gamma v_{s+1} - V(x_s)`` (the surrogate carries the ratio, so
-    V-trace's rho is divided out); the value loss regresses V-trace targets. One
-    update per batch of rollouts, as Sample Factory's default.
+    V-trace's rho is divided out); the value loss regresses V-trace targets. By default
+    one update per batch of rollouts (Sample Factory's default); ``num_epochs`` x
+    ``num_minibatches`` updates per batch reuse it, V-trace recomputed with the current
+    network for every minibatch. Each update is a full Lightning optimizer step (gradient
+    clip, precision, hooks); the actors get the weights once per batch.
 
     Args:
         clip_range: epsilon of the clipped surrogate, ``ratio`` kept in ``[1 - eps, 1 + eps]``.
-        normalize_advantage: standardize advantages over the batch.
+        normalize_advantage: standardize advantages over the (mini)batch.
+        num_epochs: passes over each batch of rollouts.
+        num_minibatches: minibatches per pass (rollouts are shuffled, whole rollouts per minibatch).
         **kwargs: ``ImpalaModule``'s settings.
     """
 
-    def __init__(self, *, clip_range: float = 0.1, normalize_advantage: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        clip_range: float = 0.1,
+        normalize_advantage: bool = True,
+        num_epochs: int = 1,
+        num_minibatches: int = 1,
+        **kwargs: Any,
+    ):
         if not 0.0 < clip_range < 1.0:
             raise ValueError(f"model.clip_range: must be in (0, 1), got {clip_range}")
+        for name, value in [("num_epochs", num_epochs), ("num_minibatches", num_minibatches)]:
+            if value < 1:
+                raise ValueError(f"model.{name}: must be a positive integer, got {value}")
         super().__init__(**kwargs)
         self.save_hyperparameters()
+        self._update = 0  # index of the update within the current batch
+        self._order: torch.Tensor | None = None
+
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> torch.Tensor | None:
+        passes = self.hparams.num_epochs * self.hparams.num_minibatches
+        if passes == 1:
+            return super().training_step(batch, batch_idx)
+        minibatches = self.hparams.num_minibatches
+        if self._update % minibatches == 0:  # a new epoch: reshuffle the rollouts
+            self._order = torch.randperm(batch.shape[0], device=batch.device)
+        rows = self._order.chunk(minibatches)[self._update % minibatches]
+        minibatch = self.compute_advantages(batch[rows])
+        terms = self.loss(minibatch)
+        self._log_training(minibatch, terms, new_steps=batch.numel() if self._update == 0 else 0)
+        if not torch.isfinite(terms["loss"]):
+            self._skip_update("loss")
+            return None
+        return terms["loss"]
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """``num_epochs x num_minibatches`` optimizer steps on this batch, then the weights to the actors.
+
+        Each ``optimizer.step(closure)`` runs ``training_step`` (the next minibatch), backward,
+        clipping and the step, as Lightning does for optimizers that call their closure repeatedly.
+        """
+        passes = self.hparams.num_epochs * self.hparams.num_minibatches
+        for self._update in range(passes):
+            optimizer.step(closure=optimizer_closure)
+        self._update = 0
+        self.send_weights()
 
     def loss(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         terms = super().loss(batch)  # baseline and entropy terms are IMPALA's

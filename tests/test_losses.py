@@ -65,3 +65,15 @@ def test_appo_clips_the_ratio_of_learner_to_behaviour_policy() -> None:
 def test_appo_rejects_a_bad_clip_range() -> None:
     with pytest.raises(ValueError, match=r"^model.clip_range: must be in \(0, 1\), got 1.5$"):
         APPOModule(observation_shape=(4,), num_actions=2, network="mlp", clip_range=1.5)
+
+
+def test_appo_makes_epochs_x_minibatches_updates_per_batch(tmp_path) -> None:
+    args = ["fit", "--model=impala_lit.APPOModule", "--model.num_epochs=2", "--model.num_minibatches=4",
+            "--trainer.max_steps=3", "--trainer.log_every_n_steps=1"]  # fmt: skip
+    run = run_recipe("cartpole", args, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ckpt = torch.load(run.checkpoints / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3  # Lightning counts batches
+    assert ckpt["impala"]["frames"] == 3 * 32 * 20 and ckpt["impala"]["policy_version"] == 3  # weights sent per batch
+    steps = {int(state["step"]) for state in ckpt["optimizer_states"][0]["state"].values()}
+    assert steps == {3 * 2 * 4}  # RMSProp stepped once per minibatch update
