@@ -2,8 +2,9 @@
 
 from impala_lit.data import ImpalaDataModule
 from impala_lit.envs import EnvSpec
+from impala_lit.evaluation import EvaluationCallback
 from impala_lit.learner import ImpalaModule
 from impala_lit.losses import APPOModule
 from impala_lit.vtrace import TakenActionVTrace
 
-__all__ = ["APPOModule", "EnvSpec", "ImpalaDataModule", "ImpalaModule", "TakenActionVTrace"]
+__all__ = ["APPOModule", "EnvSpec", "EvaluationCallback", "ImpalaDataModule", "ImpalaModule", "TakenActionVTrace"]

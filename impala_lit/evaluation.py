@@ -55,11 +55,15 @@ class GameResults:
         import imageio.v3 as iio
 
         frames = np.stack(self.frames)
-        step = max(1, math.ceil(math.sqrt(frames.shape[1] * frames.shape[2] / VIDEO_MAX_PIXELS)))
-        frames = frames[:, ::step, ::step]
         buffer = io.BytesIO()
         iio.imwrite(buffer, frames, extension=".gif", duration=1000.0 / self.fps, loop=0)
         return buffer.getvalue()
+
+
+def _small(frame: np.ndarray) -> np.ndarray:
+    """Downscale (by striding) frames above ``VIDEO_MAX_PIXELS`` as they are recorded."""
+    step = max(1, math.ceil(math.sqrt(frame.shape[0] * frame.shape[1] / VIDEO_MAX_PIXELS)))
+    return np.ascontiguousarray(frame[::step, ::step])
 
 
 def play_games(
@@ -89,13 +93,13 @@ def play_games(
                 obs, _ = game.reset(seed=seed + episode)
                 recording = record and episode == 0
                 if recording:
-                    frames.append(game.render())
+                    frames.append(_small(game.render()))
                 while True:
                     td = TensorDict(observation=torch.as_tensor(np.asarray(obs)).unsqueeze(0), batch_size=[1])
                     action = int(policy(td)["action"].item())
                     obs, _, terminated, truncated, info = game.step(action)
                     if recording and len(frames) < max_video_frames:
-                        frames.append(game.render())
+                        frames.append(_small(game.render()))
                     if terminated or truncated:
                         returns.append(float(info["game_return"]))
                         lengths.append(int(info["game_length"]))
