@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import run_recipe
+from .conftest import ROOT, run_recipe
 
 CARTPOLE_FRAME_BUDGET = 500_000  # recipes/cartpole.py's model.max_frames
 # Issue 2 asks for a mean return >= 450 within the budget. Five runs of the default recipe
@@ -25,3 +25,21 @@ def test_cartpole_learns_within_500k_frames(tmp_path, no_stray_workers) -> None:
     best = max(returns, key=lambda m: m.value)
     print(f"CartPole: best 100-game mean {best.value:.1f} at step {best.step}, wall {run.seconds:.0f}s")
     assert best.value >= LEARNED, f"best mean return {best.value:.1f} < {LEARNED} within {CARTPOLE_FRAME_BUDGET} frames"
+
+
+@pytest.mark.slow
+def test_appo_reaches_450_on_cartpole_within_the_same_budget(tmp_path, no_stray_workers) -> None:
+    config = ROOT / "recipes" / "configs" / "cartpole_appo.yaml"
+    run = run_recipe("cartpole", ["fit", f"--config={config}", "--eval.every_n_steps=0"], tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    client = run.client()
+    mlflow_run = run.only_run("cartpole")
+    assert mlflow_run.data.params["model.class"] == "impala_lit.APPOModule"
+    frames = {m.step: m.value for m in client.get_metric_history(mlflow_run.info.run_id, "frames")}
+    assert max(frames.values()) <= CARTPOLE_FRAME_BUDGET + 32 * 20
+    returns = sorted(client.get_metric_history(mlflow_run.info.run_id, "episode/return"), key=lambda m: m.step)
+    best = max(m.value for m in returns)
+    reached = next((m for m in returns if m.value >= 450), None)
+    print(f"APPO CartPole: best 100-game mean {best:.1f}; >= 450 at "
+          f"{frames[reached.step] if reached else 'never'} frames; wall {run.seconds:.0f}s")  # fmt: skip
+    assert reached is not None, f"APPO best mean return {best:.1f} < 450 within {CARTPOLE_FRAME_BUDGET} frames"
