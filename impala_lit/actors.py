@@ -152,9 +152,11 @@ class RolloutStream:
                     for batch in self._batches(self.collector):
                         failures_in_row = 0
                         yield batch
-                except RuntimeError as err:
-                    # TorchRL notices a dead worker within ~1 s, stops the others and raises this
-                    if not str(err).startswith("At least one process failed"):
+                except (RuntimeError, ConnectionError, EOFError) as err:
+                    # TorchRL notices a dead worker within ~1 s, stops the others and raises the
+                    # RuntimeError; a worker killed while sending a rollout leaves a message whose
+                    # shared-memory handle can no longer be fetched (ConnectionRefusedError).
+                    if isinstance(err, RuntimeError) and not str(err).startswith("At least one process failed"):
                         raise
                     failures_in_row += 1
                     self.restarts += 1

@@ -87,13 +87,25 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 def stray_workers(since: float) -> list[psutil.Process]:
-    """Collector worker processes (spawned children) started after ``since`` that are still alive."""
+    """Collector worker processes (spawned children) started after ``since`` that are still alive
+    and belong to this test: children of the test process, or orphans whose learner is gone.
+    (Workers of other trainings running on the machine, with a live learner, are not counted.)"""
     found = []
-    for proc in psutil.process_iter(["cmdline", "create_time"]):
+    for proc in psutil.process_iter(["cmdline", "create_time", "ppid"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
         if proc.info["create_time"] >= since - 1 and "multiprocessing" in cmdline and "spawn" in cmdline:
-            found.append(proc)
+            parent = proc.info["ppid"]
+            if parent in (1, os.getpid()) or not psutil.pid_exists(parent) or _is_subreaper(parent):
+                found.append(proc)
     return found
+
+
+def _is_subreaper(pid: int) -> bool:
+    """An init-like process that adopted orphans (tini, a container's init)."""
+    try:
+        return "python" not in psutil.Process(pid).name()
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.fixture
