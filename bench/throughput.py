@@ -133,7 +133,7 @@ def end_to_end_fps(args, seconds: float, warmup: float = 20.0) -> tuple[float, d
             f"--trainer.precision={args.precision}", "--trainer.log_every_n_steps=5", "--eval.every_n_steps=0",
             f"--data.num_workers={args.num_workers}", f"--data.envs_per_worker={args.envs_per_worker}",
             f"--data.batch_size={args.batch_size}", f"--data.unroll_length={args.unroll_length}",
-            f"--model.network={args.network}", f"--checkpoint.dirpath={tmp}/ckpt",
+            f"--model.network={args.network}", f"--data.backend={args.backend}", f"--checkpoint.dirpath={tmp}/ckpt",
             f"--trainer.logger.init_args.artifact_location={tmp}/artifacts", "--trainer.enable_progress_bar=false",
         ]  # fmt: skip
         env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
@@ -170,12 +170,13 @@ def main() -> None:
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     parser.add_argument("--unroll-length", dest="unroll_length", type=int, default=20)
     parser.add_argument("--network", default="shallow")
+    parser.add_argument("--backend", default="gymnasium", choices=["gymnasium", "ale_vector"])
     parser.add_argument("--precision", default="bf16-mixed", help="learner precision for learner_fps and end_to_end")
     args = parser.parse_args()
-    spec = EnvSpec("ALE/Pong-v5")
+    spec = EnvSpec("ALE/Pong-v5", backend=args.backend)
     s = args.seconds
 
-    details = {"raw_gym_fps_1core": raw_gym_fps(spec, min(s, 10.0))}
+    details = {"raw_gym_fps_1core": raw_gym_fps(EnvSpec("ALE/Pong-v5"), min(s, 10.0))}
     results = {"env_fps": env_fps(spec, args.num_workers, args.envs_per_worker, s)}
     results["actor_fps"], batch = actor_fps(spec, args, s)
     details["learner_fps_fp32"] = learner_fps(batch, args, "32-true", s)
@@ -193,8 +194,8 @@ def main() -> None:
         print(f"{key:<28}{value:>12,.0f}")
     print(f"{'e2e / min(actor, learner)':<28}{details['end_to_end_over_min_actor_learner']:>12.2f}")
     settings = {k: getattr(args, k) for k in ("num_workers", "envs_per_worker", "batch_size", "unroll_length",
-                                              "network", "precision", "seconds")}  # fmt: skip
-    settings["env"] = "ALE/Pong-v5, paper protocol (frameskip 4 via AtariPreprocessing, no sticky actions)"
+                                              "network", "precision", "seconds", "backend")}  # fmt: skip
+    settings["env"] = "ALE/Pong-v5, paper protocol (skip 4 + max-pool, 84x84 grey, 4-frame stack, no sticky actions)"
     rounded = {k: round(v, 1) for k, v in results.items()}
     print(json.dumps({**rounded, "machine": machine(), "settings": settings,
                       "details": {k: round(v, 3) if isinstance(v, float) else v for k, v in details.items()}}))

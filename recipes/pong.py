@@ -9,6 +9,8 @@ from impala_lit.cli import ImpalaCLI
 
 DEFAULTS = {
     "data.env_id": "ALE/Pong-v5",
+    # ale-py's C++ vector env, same protocol: 5.8k vs 4.7k frames/s end to end (BENCHMARKS.md)
+    "data.backend": "ale_vector",
     "model.network": "shallow",
     "eval.every_n_steps": 2500,  # evaluation games + GIF in MLflow
     "model.max_frames": 20_000_000,
