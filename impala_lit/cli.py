@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import re
 import sys
@@ -203,6 +205,25 @@ class ImpalaCLI(LightningCLI):
                 self.saved_checkpoint = read_checkpoint(self.resumed_from)
                 self._check_compatible(self.saved_checkpoint, self.resumed_from, config)
         super()._parse_ckpt_path()  # the checkpoint's model hyperparameters win, as in any LightningCLI
+        if subcommand:
+            self._drop_retired_settings(self.config[subcommand])
+
+    @staticmethod
+    def _drop_retired_settings(config: ConfigNamespace) -> None:
+        """Settings a checkpoint has but this version no longer takes (e.g. ``eval_greedy``) are dropped."""
+        model = config.get("model")
+        extra = model.get("dict_kwargs") if isinstance(model, ConfigNamespace) else None
+        if not extra:
+            return
+        module_name, _, name = str(model.class_path).rpartition(".")
+        cls = getattr(importlib.import_module(module_name), name)
+        accepted = {p for klass in cls.__mro__ if "__init__" in vars(klass)
+                    for p in inspect.signature(klass.__init__).parameters}  # fmt: skip
+        retired = sorted(k for k in extra if k not in accepted)
+        for key in retired:
+            del extra[key]
+        if retired:
+            print(f"warning: the checkpoint's settings {', '.join(retired)} no longer exist; ignored", file=sys.stderr)
 
     def before_instantiate_classes(self) -> None:
         """Give each run its own checkpoint folder, and name, tag or resume its MLflow run.
