@@ -1,13 +1,17 @@
-"""Lightning callbacks of impala_lit: checkpoints that survive the end of training and signals."""
+"""Lightning callbacks and plugins of impala_lit: checkpoints that survive the end of training, crashes and signals."""
 
 from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import lightning.pytorch as pl
 import psutil
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from impala_lit.actors import ActorsFailedError
@@ -15,13 +19,37 @@ from impala_lit.actors import ActorsFailedError
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # the shell's 128 + signal number
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file in the same folder, fsyncs it, then ``os.replace``s it.
+
+    A crash mid-write leaves the previous file intact. Lightning's own save is atomic only when
+    the system temp folder and the checkpoint folder share a filesystem (fsspec writes to
+    ``/tmp`` and moves, which becomes copy-then-delete across filesystems).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if "://" in str(path):  # remote storage: Lightning's fsspec transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
 class ImpalaCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends (also after Ctrl-C).
 
     The stock callback only saves on its interval, so the steps after the last
     interval would be lost (max_steps=12, every 5 -> last save at 10). Lightning writes
-    every checkpoint to a temporary file and renames it, so a crash mid-write leaves the
-    previous ``last.ckpt`` intact.
+    every checkpoint through ``AtomicCheckpointIO`` (set by the CLI), so a crash mid-write leaves
+    the previous ``last.ckpt`` intact.
     """
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

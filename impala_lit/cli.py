@@ -16,12 +16,13 @@ from typing import Any, NoReturn
 import torch
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from jsonargparse import Namespace as ConfigNamespace
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from impala_lit.actors import ActorsFailedError
-from impala_lit.callbacks import EXIT_CODES, ImpalaCheckpoint, StopOnSignal
+from impala_lit.callbacks import EXIT_CODES, AtomicCheckpointIO, ImpalaCheckpoint, StopOnSignal
 from impala_lit.data import ImpalaDataModule
 from impala_lit.evaluation import EvaluationCallback
 from impala_lit.learner import ImpalaModule, NonFiniteError
@@ -307,6 +308,8 @@ class ImpalaCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make it atomic
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         self.stop_on_signal = StopOnSignal()
         trainer.callbacks.extend([MLflowRunInCheckpoint(), self.stop_on_signal])
         return trainer
@@ -356,6 +359,9 @@ class ImpalaCLI(LightningCLI):
                 "checkpoint.mode": "max",
                 "checkpoint.save_top_k": 3,
                 "checkpoint.save_last": True,
+                # a resumed run keeps its folder and must overwrite last.ckpt (not write last-v1.ckpt,
+                # which happens whenever the resumed run's checkpoint settings differ)
+                "checkpoint.enable_version_counter": False,
                 "checkpoint.every_n_train_steps": None,
                 "checkpoint.train_time_interval": timedelta(minutes=10),
             }

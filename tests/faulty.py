@@ -39,3 +39,27 @@ class NaNLoss(ImpalaModule):
         if bad:
             terms["loss"] = terms["loss"] * float("nan")
         return terms
+
+
+class DiesWhileSavingStep4(ImpalaModule):
+    """With ``$IMPALA_LIT_DIE_SAVING`` set: dies (exit 9) halfway through writing the checkpoint of step 4."""
+
+    def on_save_checkpoint(self, checkpoint):
+        import os
+
+        super().on_save_checkpoint(checkpoint)
+        if self.global_step >= 4 and os.environ.get("IMPALA_LIT_DIE_SAVING"):
+            import io
+
+            import torch
+
+            real_save = torch.save
+
+            def half_then_die(obj, file, *args, **kwargs):
+                buffer = io.BytesIO()
+                real_save(obj, buffer, *args, **kwargs)
+                file.write(buffer.getvalue()[: buffer.tell() // 2])
+                file.flush()
+                os._exit(9)
+
+            torch.save = half_then_die

@@ -131,3 +131,16 @@ def test_weights_sent_while_an_actor_is_dead_do_not_block_the_learner(no_stray_w
     assert stream.restarts == 1 and batch.batch_size == (2, 10)
     assert (batch["policy_version"] >= 1).all()  # the restarted actors start from the weights just sent
     batches.close()
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, no_stray_workers) -> None:
+    args = ["fit", "--trainer.max_steps=20", "--checkpoint.every_n_train_steps=2",
+            "--model=tests.faulty.DiesWhileSavingStep4"]  # fmt: skip
+    run = run_recipe("cartpole", args, tmp_path, env={"IMPALA_LIT_DIE_SAVING": "1"})
+    assert run.returncode == 9, run.stderr[-3000:]
+    last = torch.load(run.checkpoints / "last.ckpt", weights_only=True)  # complete, not half written
+    assert last["global_step"] == 2
+    assert not list(run.checkpoints.glob("step4-*"))  # the step-4 file was never put in place
+    resumed = run_recipe("cartpole", ["fit", "--trainer.max_steps=6", "--ckpt_path=last"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(run.checkpoints / "last.ckpt", weights_only=True)["global_step"] == 6
