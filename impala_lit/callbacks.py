@@ -88,6 +88,11 @@ class StopOnSignal(Callback):
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signal_received is not None:  # the second one: no more waiting
             _mark_killed(self._trainer)
+            for logger in self._trainer.loggers:
+                try:
+                    logger.finalize("failed")  # KILLED, from stop_status
+                except Exception:  # exiting anyway; the run stays RUNNING in the store
+                    pass
             for child in psutil.Process().children(recursive=True):
                 child.kill()
             os._exit(EXIT_CODES[signum])
@@ -96,9 +101,7 @@ class StopOnSignal(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         if self.signal_received is not None:
-            for logger in trainer.loggers:
-                if hasattr(logger, "stop_status"):
-                    logger.stop_status = "KILLED"
+            _mark_killed(trainer)
             trainer.should_stop = True
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -108,10 +111,7 @@ class StopOnSignal(Callback):
 
 
 def _mark_killed(trainer: pl.Trainer) -> None:
+    """Loggers that support it (``ImpalaMLFlowLogger``) will close their run as ``KILLED``."""
     for logger in trainer.loggers:
         if hasattr(logger, "stop_status"):
-            try:
-                logger.stop_status = "KILLED"
-                logger.finalize("failed")
-            except Exception:  # exiting anyway; the run stays RUNNING in the store
-                pass
+            logger.stop_status = "KILLED"

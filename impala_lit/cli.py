@@ -33,7 +33,6 @@ from impala_lit.tracking import (
     MLflowRunInCheckpoint,
     default_tracking_uri,
     flatten_config,
-    git_commit,
 )
 
 CHECKPOINT_DIR = Path(os.environ.get("IMPALA_LIT_CHECKPOINT_DIR", PROJECT_ROOT / "checkpoints"))
@@ -165,8 +164,6 @@ class ImpalaCLI(LightningCLI):
             "gradient_clip_algorithm": "norm",
             "log_every_n_steps": 10,
             "num_sanity_val_steps": 0,
-            "limit_val_batches": 1,  # validate/test: EvaluationCallback plays the games once
-            "limit_test_batches": 1,
         }
 
     @property
@@ -299,9 +296,7 @@ class ImpalaCLI(LightningCLI):
             "precision": str(config.get("trainer.precision") or "32-true"),
             "subcommand": str(self.subcommand),
         }
-        commit = git_commit()
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
+        # the git commit (mlflow.source.git.commit) is added by MLflow's own run-context tags
         if config.get("ckpt_path"):
             tags["checkpoint"] = str(config.get("ckpt_path"))
         args.tags = {**tags, **(args.get("tags") or {})}

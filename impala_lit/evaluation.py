@@ -140,7 +140,6 @@ class EvaluationCallback(Callback):
         self.video = video
         self.max_video_frames = max_video_frames
         self.seed = seed
-        self.last: GameResults | None = None
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """Play the games, upload the GIF; returns the ``eval/*`` metrics."""
@@ -153,7 +152,6 @@ class EvaluationCallback(Callback):
             record=self.video,
             max_video_frames=self.max_video_frames,
         )
-        self.last = results
         if self.video and results.frames:
             self._upload_gif(trainer, results.gif())
         return results.metrics("eval")

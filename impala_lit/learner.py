@@ -165,9 +165,13 @@ class ImpalaModule(pl.LightningModule):
 
     # -- the Lightning loop --------------------------------------------------------------------
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> torch.Tensor | None:
+        return self._train_on(batch)
+
+    def _train_on(self, batch: TensorDictBase, new_steps: int | None = None) -> torch.Tensor | None:
+        """V-trace, loss and logging on ``batch``; the loss to optimise, or ``None`` to skip the update."""
         batch = self.compute_advantages(batch)
         terms = self.loss(batch)
-        self._log_training(batch, terms)
+        self._log_training(batch, terms, new_steps)
         if not torch.isfinite(terms["loss"]):
             self._skip_update("loss")
             return None  # Lightning skips backward and the optimizer step

@@ -56,13 +56,7 @@ class APPOModule(ImpalaModule):
         if self._update % minibatches == 0:  # a new epoch: reshuffle the rollouts
             self._order = torch.randperm(batch.shape[0], device=batch.device)
         rows = self._order.chunk(minibatches)[self._update % minibatches]
-        minibatch = self.compute_advantages(batch[rows])
-        terms = self.loss(minibatch)
-        self._log_training(minibatch, terms, new_steps=batch.numel() if self._update == 0 else 0)
-        if not torch.isfinite(terms["loss"]):
-            self._skip_update("loss")
-            return None
-        return terms["loss"]
+        return self._train_on(batch[rows], new_steps=batch.numel() if self._update == 0 else 0)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         """``num_epochs x num_minibatches`` optimizer steps on this batch, then the weights to the actors.

@@ -9,8 +9,6 @@ history continues on the same x-axis.
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,25 +30,6 @@ CONFIG_NOT_PARAMS = ("config", "ckpt_path", "trainer.logger", "trainer.callbacks
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store under ``mlflow/``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLFLOW_DIR / 'mlflow.db'}"
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout impala_lit runs from (``-dirty`` with uncommitted changes)."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -118,19 +97,6 @@ class ImpalaMLFlowLogger(MLFlowLogger):
         for key, value in new.items():
             if key in existing and existing[key] != value:
                 self.experiment.set_tag(self.run_id, f"resumed.{key}", value)
-
-    @rank_zero_only
-    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
-        """Upload one local file as an artifact of this run."""
-        self.experiment.log_artifact(self.run_id, str(path), artifact_path)
-
-    @rank_zero_only
-    def log_bytes(self, data: bytes, name: str, artifact_path: str | None = None) -> None:
-        """Upload ``data`` as the artifact ``artifact_path/name``."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            path.write_bytes(data)
-            self.log_file(path, artifact_path)
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
