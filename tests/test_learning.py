@@ -7,8 +7,8 @@ import pytest
 from .conftest import ROOT, run_recipe
 
 CARTPOLE_FRAME_BUDGET = 500_000  # recipes/cartpole.py's model.max_frames
-# Issue 2 asks for a mean return >= 450 within the budget. Seven runs of the default recipe
-# reached 491, 488, 480, 472, 396, 384 and 361 (BENCHMARKS.md): not yet reliable, so this test asserts what
+# Issue 2 asks for a mean return >= 450 within the budget. Nine runs of the default recipe
+# reached 491, 488, 480, 477, 472, 396, 384, 379 and 361 (BENCHMARKS.md): not yet reliable, so this test asserts what
 # is (clear learning: a random policy scores ~22) and prints the figure; the 450 target stays open for IMPALA.
 # APPO (recipes/configs/cartpole_appo.yaml) does reach it: see the second test.
 LEARNED = 200
