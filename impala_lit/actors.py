@@ -121,13 +121,15 @@ class RolloutStream:
         self.restarts = 0  # times the actors were restarted after one of them died
         self._latest_weights: TensorDict | None = None
         self.collector: MultiAsyncCollector | None = None
+        self._weight_sync: LivenessAwareWeightSync | None = None
 
     def _start(self) -> MultiAsyncCollector:
         if self._latest_weights is not None:
             self._latest_weights.to_module(self.policy, inplace=True)
         make_env = functools.partial(_worker_env, self.env, self.envs_per_worker)
-        weight_sync = LivenessAwareWeightSync()
-        collector = MultiAsyncCollector(
+        self._weight_sync = weight_sync = LivenessAwareWeightSync()
+        # kept on self before anything can fail, so that ``close`` shuts its workers down
+        self.collector = collector = MultiAsyncCollector(
             [make_env] * self.num_workers,
             self.policy,
             frames_per_batch=self.envs_per_worker * self.unroll_length,
@@ -147,9 +149,11 @@ class RolloutStream:
         failures_in_row = 0
         try:
             while True:
-                self.collector = self._start()
                 try:
-                    for batch in self._batches(self.collector):
+                    # inside the try: a worker that dies while starting (e.g. its environment
+                    # raising on seed) counts as a failure like one that dies later
+                    collector = self._start()
+                    for batch in self._batches(collector):
                         failures_in_row = 0
                         yield batch
                 except (RuntimeError, ConnectionError, EOFError) as err:
@@ -164,7 +168,7 @@ class RolloutStream:
                     if failures_in_row > self.max_restarts:
                         raise ActorsFailedError(
                             f"the actors failed {failures_in_row} times in a row without producing a batch "
-                            f"(data.max_actor_restarts={self.max_restarts}); last: {err}"
+                            f"(data.max_actor_restarts={self.max_restarts}); last: {err!r}"
                         ) from err
                     warnings.warn(f"restarting the actors ({self.restarts} restarts so far): {err}", stacklevel=2)
         finally:
@@ -196,3 +200,8 @@ class RolloutStream:
         if self.collector is not None:
             self.collector.shutdown(raise_on_error=False)
             self.collector = None
+        if self._weight_sync is not None:
+            # Not left to the scheme's ``__del__``: when garbage collection runs it after a
+            # failed start, its queue ``put`` starts a feeder thread there and hangs for good.
+            self._weight_sync.shutdown()
+            self._weight_sync = None

@@ -211,7 +211,7 @@ class EnvSpec:
             autoreset_mode="SameStep",  # what TorchRL's vector-env wrapper supports
         )
         env = TransformedEnv(
-            GymWrapper(vector, categorical_action_encoding=True),
+            _AleVectorWrapper(vector, categorical_action_encoding=True),
             ExcludeTransform("env_id", "lives", "frame_number", "episode_frame_number"),
         )
         env.append_transform(RewardSum(in_keys=["reward"], out_keys=["game_return"]))
@@ -220,6 +220,20 @@ class EnvSpec:
         if self.clip_rewards:
             env.append_transform(SignTransform(in_keys=["reward"], out_keys=["reward"]))
         return env
+
+
+class _AleVectorWrapper(GymWrapper):
+    """TorchRL's wrapper around ``AtariVectorEnv``, with seeds that ale-py accepts.
+
+    TorchRL gives collector worker ``k`` a seed hashed up to 2**32; ale-py seeds its
+    environments ``seed, seed + 1, ...`` as C++ ``int`` and rejects anything above 2**31 - 1
+    ("incompatible function arguments"), so every worker past the second failed to start.
+    """
+
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is not None:
+            seed %= 2**31 - self.batch_size.numel()
+        super()._set_seed(seed)
 
 
 def ale_game_name(env_id: str) -> str:

@@ -1,8 +1,11 @@
-"""Learners that fail on purpose, selected with ``--model tests.faulty.<Name>`` in subprocess tests."""
+"""Learners and environments that fail on purpose (``--model tests.faulty.<Name>`` in subprocess tests)."""
 
 from __future__ import annotations
 
-from impala_lit import ImpalaModule
+import multiprocessing
+from dataclasses import dataclass
+
+from impala_lit import EnvSpec, ImpalaModule
 
 
 class RaisesAtStep3(ImpalaModule):
@@ -63,3 +66,28 @@ class DiesWhileSavingStep4(ImpalaModule):
                 os._exit(9)
 
             torch.save = half_then_die
+
+
+@dataclass(frozen=True)
+class EnvFailsInActors(EnvSpec):
+    """Builds in the learner (which reads the specs from it) and raises in every actor process."""
+
+    def make_batched(self, num_envs: int):
+        if multiprocessing.parent_process() is not None:
+            raise RuntimeError("this environment cannot start in an actor")
+        return super().make_batched(num_envs)
+
+
+@dataclass(frozen=True)
+class EnvFailsOnSeed(EnvSpec):
+    """Starts in the actors, then raises when the collector seeds it (the actor process dies)."""
+
+    def make_batched(self, num_envs: int):
+        env = super().make_batched(num_envs)
+        if multiprocessing.parent_process() is not None:
+
+            def refuse(seed, static_seed=False):
+                raise RuntimeError("this environment refuses its seed")
+
+            env.set_seed = refuse
+        return env

@@ -131,3 +131,25 @@ def test_ale_vector_games_end_with_game_over_and_the_raw_score() -> None:
     if after[1] + 1 < td.shape[1]:  # the next game starts from zero
         assert td["next", "game_length"][after[0], after[1] + 1].item() == 1
     env.close()
+
+
+def test_ale_vector_actors_start_on_the_seeds_torchrl_hands_out(no_stray_workers) -> None:
+    """TorchRL seeds collector worker k with a hash up to 2**32; ale-py takes C++ ints only, so
+    every ale_vector actor past the second died at start (seen with 14 actors on the GPU machine)."""
+    from impala_lit import ImpalaModule
+    from impala_lit.actors import RolloutStream
+
+    env = EnvSpec("ALE/Pong-v5", backend="ale_vector").make_batched(2)
+    env.set_seed(4_146_711_673)  # > 2**31 - 1
+    first = env.reset()["observation"]
+    env.set_seed(4_146_711_673)
+    assert torch.equal(env.reset()["observation"], first)  # still seeded, deterministically
+    env.close()
+
+    learner = ImpalaModule(network="shallow")
+    stream = RolloutStream(EnvSpec("ALE/Pong-v5", backend="ale_vector"), learner.actor, num_workers=3,
+                           envs_per_worker=1, unroll_length=5, batch_size=3)  # fmt: skip
+    batches = iter(stream)
+    assert next(batches).batch_size == (3, 5)
+    assert stream.restarts == 0
+    batches.close()

@@ -133,6 +133,40 @@ def test_weights_sent_while_an_actor_is_dead_do_not_block_the_learner(no_stray_w
     batches.close()
 
 
+@pytest.mark.parametrize(
+    ("env_class", "error", "restarts"),
+    [("EnvFailsInActors", "cannot start in an actor", 0), ("EnvFailsOnSeed", "failed 2 times in a row", 2)],
+)
+def test_actors_that_fail_while_starting_raise_instead_of_hanging(env_class, error, restarts, no_stray_workers) -> None:
+    """An environment that raises as the collector builds it fails at once with its own error; one
+    whose actor dies while being seeded is restarted, then given up on. Both used to hang the learner
+    (found on the GPU machine, where the 3rd of 14 ale_vector actors died on a seed over 2**31)."""
+    import threading
+
+    from impala_lit import ImpalaModule
+    from impala_lit.actors import RolloutStream
+
+    from . import faulty
+
+    learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp")
+    stream = RolloutStream(getattr(faulty, env_class)("CartPole-v1"), learner.actor, num_workers=2,
+                           envs_per_worker=2, unroll_length=5, batch_size=2, max_restarts=1)  # fmt: skip
+    raised: list[BaseException] = []
+
+    def first_batch() -> None:
+        try:
+            next(iter(stream))
+        except Exception as err:  # noqa: BLE001 - handed to the test thread
+            raised.append(err)
+
+    starter = threading.Thread(target=first_batch, daemon=True)
+    starter.start()
+    starter.join(timeout=120)
+    assert not starter.is_alive(), "the learner hung on actors that failed to start"
+    assert raised and error in str(raised[0]), raised
+    assert stream.restarts == restarts and stream.collector is None
+
+
 def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, no_stray_workers) -> None:
     args = ["fit", "--trainer.max_steps=20", "--checkpoint.every_n_train_steps=2",
             "--model=tests.faulty.DiesWhileSavingStep4"]  # fmt: skip
