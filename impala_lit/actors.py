@@ -6,6 +6,10 @@ groups ``batch_size // envs_per_worker`` of them into one learner batch. Every f
 carries the ``policy_version`` that produced it; weights reach the workers through the
 collector's weight-sync API after each learner step.
 
+``actors="ray"`` runs the same workers as Ray actors (TorchRL's ``RayCollector``, one
+``Collector`` per actor), on a local Ray instance or a cluster (``ray_address``); rollouts,
+keys, policy versions and the weight-sync call are the same.
+
 A dead actor (killed, or its environment raising) is noticed by TorchRL within a second;
 the stream then restarts all actors from the latest weights and counts it (``restarts``),
 and gives up with ``ActorsFailedError`` after ``max_restarts`` failures in a row.
@@ -17,6 +21,7 @@ import copy
 import ctypes
 import functools
 import multiprocessing
+import os
 import queue
 import signal
 import sys
@@ -26,12 +31,15 @@ from collections.abc import Iterator
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
-from torchrl.collectors import MultiAsyncCollector
+from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector
 from torchrl.weight_update import SharedMemWeightSyncScheme
 
 from impala_lit.envs import EnvSpec
 
 ROLLOUT_KEYS_DROPPED = ("collector", "game_return", "game_length", "game_over")
+ACTOR_BACKENDS = ("local", "ray")
+# The Ray actors get the policy's weights when they are built; the first update comes after a step.
+warnings.filterwarnings("ignore", message="RayCollector iteration started before weight synchronization")
 
 
 def _worker_env(env: EnvSpec, num_envs: int):
@@ -81,6 +89,12 @@ class LivenessAwareWeightSync(SharedMemWeightSyncScheme):
                         return
 
 
+def _ray_errors() -> tuple[type[BaseException], ...]:
+    """Ray's errors for a dead actor or node, if Ray is in use."""
+    ray = sys.modules.get("ray")
+    return (ray.exceptions.RayError,) if ray is not None else ()
+
+
 class ActorsFailedError(RuntimeError):
     """The actors kept dying: restarting them did not produce a batch."""
 
@@ -104,7 +118,11 @@ class RolloutStream:
         policy_version: int = 0,
         seed: int = 0,
         max_restarts: int = 3,
+        actors: str = "local",
+        ray_address: str = "local",
     ):
+        if actors not in ACTOR_BACKENDS:
+            raise ValueError(f"data.actors: {actors!r} is not one of {', '.join(ACTOR_BACKENDS)}")
         self.env = env
         # The workers get their own copy: learner updates reach them only through
         # ``update_weights`` (a shared module would change mid-rollout, untracked).
@@ -118,32 +136,57 @@ class RolloutStream:
         self.version_offset = policy_version
         self.seed = seed
         self.max_restarts = max_restarts
+        self.actors = actors
+        self.ray_address = ray_address
         self.restarts = 0  # times the actors were restarted after one of them died
         self._latest_weights: TensorDict | None = None
-        self.collector: MultiAsyncCollector | None = None
+        self.collector: BaseCollector | None = None
         self._weight_sync: LivenessAwareWeightSync | None = None
 
-    def _start(self) -> MultiAsyncCollector:
+    def _start(self) -> BaseCollector:
         if self._latest_weights is not None:
             self._latest_weights.to_module(self.policy, inplace=True)
         make_env = functools.partial(_worker_env, self.env, self.envs_per_worker)
-        self._weight_sync = weight_sync = LivenessAwareWeightSync()
-        # kept on self before anything can fail, so that ``close`` shuts its workers down
-        self.collector = collector = MultiAsyncCollector(
+        # kept on self before anything can fail, so that ``close`` shuts the workers down
+        if self.actors == "ray":
+            self.collector = collector = self._ray_collector(make_env)
+        else:
+            self._weight_sync = weight_sync = LivenessAwareWeightSync()
+            self.collector = collector = MultiAsyncCollector(
+                [make_env] * self.num_workers,
+                self.policy,
+                frames_per_batch=self.envs_per_worker * self.unroll_length,
+                total_frames=-1,
+                track_policy_version=True,
+                weight_sync_schemes={"policy": weight_sync},
+                # workers run 1 torch thread each (num_sub_threads default); the learner
+                # process gets cores minus workers (num_threads default), so nothing oversubscribes
+            )
+            weight_sync.processes = list(collector.procs)
+        # workers count weight updates from 0: offset their stamps by the learner's version now
+        self.version_offset = self.policy_version
+        collector.set_seed(self.seed + 10_007 * self.restarts)  # a restart does not replay the same games
+        return collector
+
+    def _ray_collector(self, make_env) -> BaseCollector:
+        """``num_workers`` Ray actors, each a TorchRL ``Collector`` over ``envs_per_worker`` envs."""
+        from torchrl.collectors.distributed import RayCollector
+        if self.ray_address == "local":  # a Ray instance of this process, shut down with the actors
+            init = {"address": "local", "include_dashboard": False, "num_cpus": os.cpu_count()}
+        else:  # an existing cluster: "auto", "host:port" or "ray://host:port"
+            init = {"address": self.ray_address}
+        return RayCollector(
             [make_env] * self.num_workers,
             self.policy,
             frames_per_batch=self.envs_per_worker * self.unroll_length,
-            total_frames=-1,
-            track_policy_version=True,
-            weight_sync_schemes={"policy": weight_sync},
-            # workers run 1 torch thread each (num_sub_threads default); the learner
-            # process gets cores minus workers (num_threads default), so nothing oversubscribes
+            total_frames=2**62,  # TorchRL 0.14.1's RayCollector yields nothing with -1 ("no limit")
+            collector_class=Collector,
+            collector_kwargs={"track_policy_version": True},
+            num_collectors=self.num_workers,
+            sync=False,  # first ready, first served, as MultiAsyncCollector
+            ray_init_config={**init, "log_to_driver": False},
+            remote_configs={"num_cpus": 1, "num_gpus": 0},
         )
-        # workers count weight updates from 0: offset their stamps by the learner's version now
-        self.version_offset = self.policy_version
-        weight_sync.processes = list(collector.procs)
-        collector.set_seed(self.seed + 10_007 * self.restarts)  # a restart does not replay the same games
-        return collector
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         failures_in_row = 0
@@ -156,11 +199,14 @@ class RolloutStream:
                     for batch in self._batches(collector):
                         failures_in_row = 0
                         yield batch
-                except (RuntimeError, ConnectionError, EOFError) as err:
+                except (RuntimeError, ConnectionError, EOFError, *_ray_errors()) as err:
                     # TorchRL notices a dead worker within ~1 s, stops the others and raises the
                     # RuntimeError; a worker killed while sending a rollout leaves a message whose
                     # shared-memory handle can no longer be fetched (ConnectionRefusedError).
-                    if isinstance(err, RuntimeError) and not str(err).startswith("At least one process failed"):
+                    if (
+                        type(err) is RuntimeError  # Ray's errors subclass it
+                        and not str(err).startswith("At least one process failed")
+                    ):
                         raise
                     failures_in_row += 1
                     self.restarts += 1
@@ -174,7 +220,7 @@ class RolloutStream:
         finally:
             self.close()
 
-    def _batches(self, collector: MultiAsyncCollector) -> Iterator[TensorDictBase]:
+    def _batches(self, collector: BaseCollector) -> Iterator[TensorDictBase]:
         pending: list[TensorDictBase] = []
         for rollout in collector:
             pending.append(rollout.exclude(*ROLLOUT_KEYS_DROPPED))
@@ -198,7 +244,10 @@ class RolloutStream:
     def close(self) -> None:
         """Shut the workers down (idempotent)."""
         if self.collector is not None:
-            self.collector.shutdown(raise_on_error=False)
+            if self.actors == "ray":
+                self.collector.shutdown()  # stops our actors; a Ray started here goes with them
+            else:
+                self.collector.shutdown(raise_on_error=False)
             self.collector = None
         if self._weight_sync is not None:
             # Not left to the scheme's ``__del__``: when garbage collection runs it after a

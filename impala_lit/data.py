@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
+
 import lightning.pytorch as pl
 from tensordict import TensorDict
 
-from impala_lit.actors import RolloutStream
+from impala_lit.actors import ACTOR_BACKENDS, RolloutStream
 from impala_lit.envs import EnvSpec, check_env_id, is_atari
 
 BACKENDS = ("gymnasium", "ale_vector")
@@ -16,10 +19,10 @@ class ImpalaDataModule(pl.LightningDataModule):
 
     Args:
         env_id: gymnasium id; ALE games get the paper's Atari protocol.
-        num_workers: actor processes.
+        num_workers: actor processes, in all: with N learners (DDP) each feeds from its share.
         envs_per_worker: environments each actor steps as one batch.
         unroll_length: steps per rollout (T).
-        batch_size: rollouts per learner batch; a multiple of ``envs_per_worker``.
+        batch_size: rollouts per learner batch (per learner under DDP); a multiple of ``envs_per_worker``.
         frame_skip: Atari only: emulator frames per agent step (max-pooled).
         noop_max: Atari only: up to this many no-ops at the start of a game.
         frame_stack: Atari only: frames stacked into one observation.
@@ -32,6 +35,11 @@ class ImpalaDataModule(pl.LightningDataModule):
         seed: seed of the actors' environments.
         max_actor_restarts: a dead actor restarts the actors; this many failures in a row
             without a batch stop the run (``ActorsFailedError``).
+        actors: ``local`` (subprocesses of the learner, TorchRL's ``MultiAsyncCollector``) or
+            ``ray`` (Ray actors, TorchRL's ``RayCollector``; ``pip install 'impala_lit[ray]'``).
+        ray_address: with ``actors=ray``: ``local`` (a Ray instance started for this run),
+            ``auto`` (the cluster this machine joined with ``ray start``), ``host:port`` or
+            ``ray://host:port``.
     """
 
     def __init__(
@@ -50,6 +58,8 @@ class ImpalaDataModule(pl.LightningDataModule):
         backend: str = "gymnasium",
         seed: int = 0,
         max_actor_restarts: int = 3,
+        actors: str = "local",
+        ray_address: str = "local",
     ):
         super().__init__()
         check_env_id(env_id)
@@ -73,6 +83,12 @@ class ImpalaDataModule(pl.LightningDataModule):
             raise ValueError(f"data.backend: 'ale_vector' runs Atari games only, not {env_id!r} (use gymnasium)")
         if backend == "ale_vector" and episodic_life:
             raise ValueError("data.backend: 'ale_vector' does not support data.episodic_life=true (use gymnasium)")
+        if actors not in ACTOR_BACKENDS:
+            raise ValueError(f"data.actors: {actors!r} is not one of {', '.join(ACTOR_BACKENDS)}")
+        if actors == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError("data.actors: 'ray' needs Ray, which is not installed: pip install 'impala_lit[ray]'")
+        if not (ray_address in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d+", ray_address)):
+            raise ValueError(f"data.ray_address: {ray_address!r} is not local, auto, host:port or ray://host:port")
         if max_actor_restarts < 0:
             raise ValueError(f"data.max_actor_restarts: must be >= 0, got {max_actor_restarts}")
         if not 0.0 <= sticky_actions < 1.0:
@@ -104,16 +120,22 @@ class ImpalaDataModule(pl.LightningDataModule):
         # Called after checkpoint restore: the actors start from the restored weights.
         module = self.trainer.lightning_module
         hp = self.hparams
+        # DDP: learner ``rank`` of ``world`` runs its share of the actors, with its own seeds
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        if hp.num_workers < world:
+            raise ValueError(f"data.num_workers: {hp.num_workers} actors cannot feed {world} learners")
         self.stream = RolloutStream(
             self.env,
             module.actor,
-            num_workers=hp.num_workers,
+            num_workers=hp.num_workers // world + (rank < hp.num_workers % world),
             envs_per_worker=hp.envs_per_worker,
             unroll_length=hp.unroll_length,
             batch_size=hp.batch_size,
             policy_version=module.policy_version,
-            seed=hp.seed + module.policy_version,
+            seed=hp.seed + module.policy_version + 1_000_003 * rank,
             max_restarts=hp.max_actor_restarts,
+            actors=hp.actors,
+            ray_address=hp.ray_address,
         )
         return self.stream
 

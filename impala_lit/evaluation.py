@@ -165,7 +165,8 @@ class EvaluationCallback(Callback):
                     logger.experiment.log_artifact(logger.run_id, str(path), "videos")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+        # DDP: the first learner plays; the others' weights are the same
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and trainer.is_global_zero:
             metrics = self.evaluate(trainer, pl_module)
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)

@@ -172,7 +172,10 @@ class ImpalaModule(pl.LightningModule):
         batch = self.compute_advantages(batch)
         terms = self.loss(batch)
         self._log_training(batch, terms, new_steps)
-        if not torch.isfinite(terms["loss"]):
+        finite = torch.isfinite(terms["loss"])
+        if self._world_size() > 1:  # DDP: all learners skip together, or the gradient all-reduce waits forever
+            finite = self.trainer.strategy.reduce(finite.float(), reduce_op="min") > 0
+        if not finite:
             self._skip_update("loss")
             return None  # Lightning skips backward and the optimizer step
         return terms["loss"]
@@ -222,6 +225,10 @@ class ImpalaModule(pl.LightningModule):
         if max_frames is not None and self.frames >= max_frames:
             self.trainer.should_stop = True
 
+    def _world_size(self) -> int:
+        """Learner processes (DDP ranks); each consumes a batch per step."""
+        return self.trainer.world_size if self._trainer is not None else 1
+
     def _frames_per_step(self) -> int:
         datamodule = self.trainer.datamodule
         return datamodule.env.frames_per_step if datamodule is not None and hasattr(datamodule, "env") else 1
@@ -230,7 +237,9 @@ class ImpalaModule(pl.LightningModule):
         self, batch: TensorDictBase, terms: dict[str, torch.Tensor], new_steps: int | None = None
     ) -> None:
         """Log the step's metrics; ``new_steps`` agent steps (default: the batch's) were not seen before."""
-        self.frames += (batch.numel() if new_steps is None else new_steps) * self._frames_per_step()
+        world = self._world_size()
+        # global: every learner consumes a batch of the same size per step
+        self.frames += (batch.numel() if new_steps is None else new_steps) * self._frames_per_step() * world
         now = time.perf_counter()
         self._fps_window.append((now, self.frames))
         metrics = {f"loss/{k}" if k != "loss" else "loss/total": v.detach() for k, v in terms.items()}
@@ -243,22 +252,30 @@ class ImpalaModule(pl.LightningModule):
         metrics["policy_lag"] = self.policy_version - behaviour_version
         metrics["frames"] = float(self.frames)
         stream = getattr(self.trainer.datamodule, "stream", None) if self._trainer is not None else None
-        if stream is not None:
-            metrics["faults/actor_restarts"] = float(stream.restarts)
         metrics["lr"] = self.optimizers().param_groups[0]["lr"] if self._trainer is not None else 0.0
-        self.log_dict(metrics)
-        if len(self._fps_window) > 1:
-            (t0, f0), (t1, f1) = self._fps_window[0], self._fps_window[-1]
-            self.log("fps", (f1 - f0) / max(t1 - t0, 1e-9), prog_bar=True)
         over = batch.get(("next", "game_over"))
         if over.any():
             returns = batch.get(("next", "game_return"))[over].reshape(-1).tolist()
             lengths = batch.get(("next", "game_length"))[over].reshape(-1).tolist()
             self._recent_games.extend(zip(returns, lengths, strict=False))
-        if self._recent_games:
-            returns, lengths = zip(*self._recent_games, strict=False)
-            self.log("episode/return", sum(returns) / len(returns), prog_bar=True)
-            self.log("episode/length", sum(lengths) / len(lengths))
+        returns, lengths = zip(*self._recent_games, strict=False) if self._recent_games else ((), ())
+        totals = [sum(returns), sum(lengths), len(returns), stream.restarts if stream is not None else 0]
+        if world > 1:
+            # DDP: two all-reduces make every figure global, identical on all ranks
+            keys = list(metrics)
+            means = torch.stack([torch.as_tensor(metrics[k], dtype=torch.float32, device=self.device) for k in keys])
+            metrics = dict(zip(keys, self.trainer.strategy.reduce(means, reduce_op="mean"), strict=True))
+            totals = torch.tensor(totals, dtype=torch.float64, device=self.device)
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum").tolist()
+        if stream is not None:
+            metrics["faults/actor_restarts"] = float(totals[3])
+        self.log_dict(metrics)
+        if len(self._fps_window) > 1:
+            (t0, f0), (t1, f1) = self._fps_window[0], self._fps_window[-1]
+            self.log("fps", (f1 - f0) / max(t1 - t0, 1e-9), prog_bar=True)
+        if totals[2]:  # mean raw score and length of the last 100 games (of each learner's actors)
+            self.log("episode/return", totals[0] / totals[2], prog_bar=True)
+            self.log("episode/length", totals[1] / totals[2])
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -274,7 +291,7 @@ class ImpalaModule(pl.LightningModule):
             datamodule = self.trainer.datamodule
             frames_per_batch = getattr(datamodule, "frames_per_batch", None)
             if frames_per_batch:
-                return math.ceil(self.hparams.max_frames / frames_per_batch)
+                return math.ceil(self.hparams.max_frames / (frames_per_batch * self._world_size()))
         max_steps = self.trainer.max_steps if self._trainer is not None else -1
         return max_steps if max_steps > 0 else None
 

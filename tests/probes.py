@@ -40,3 +40,25 @@ class RecordsResume(ImpalaModule):
                 path,
             )
         return super().training_step(batch, batch_idx)
+
+
+class RecordsRanks(ImpalaModule):
+    """Saves, when training ends, each DDP rank's view to ``$IMPALA_LIT_PROBE.rank<N>``: its
+    weights, its actors' weights, its share of the actors, its frame counter and policy version."""
+
+    def on_train_end(self) -> None:
+        path = os.environ.get("IMPALA_LIT_PROBE")
+        if path:
+            stream = self.trainer.datamodule.stream
+            torch.save(
+                {
+                    "weights": TensorDict.from_module(self).data.cpu(),
+                    "learner_actor_weights": TensorDict.from_module(self.actor).data.cpu(),
+                    "actor_weights": TensorDict.from_module(stream.policy).data,
+                    "num_workers": stream.num_workers,
+                    "frames": self.frames,
+                    "policy_version": self.policy_version,
+                    "world_size": self.trainer.world_size,
+                },
+                f"{path}.rank{self.trainer.global_rank}",
+            )

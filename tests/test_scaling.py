@@ -1,0 +1,33 @@
+"""Beyond one learner process and beyond local actors: Lightning DDP learners, Ray actors."""
+
+from __future__ import annotations
+
+import torch
+
+from .conftest import run_recipe
+
+STEPS, BATCH, UNROLL = 30, 32, 20  # cartpole recipe: batch 32 x 20, frame skip 1
+
+
+def test_two_ddp_learners_stay_identical_and_count_both_frame_streams(tmp_path, no_stray_workers) -> None:
+    probe = tmp_path / "probe"
+    args = ["fit", "--model=tests.probes.RecordsRanks", "--trainer.accelerator=cpu", "--trainer.devices=2",
+            "--trainer.strategy=ddp", f"--trainer.max_steps={STEPS}", "--trainer.log_every_n_steps=1",
+            "--data.num_workers=2", "--eval.every_n_steps=0"]  # fmt: skip
+    run = run_recipe("cartpole", args, tmp_path, timeout=400, env={"IMPALA_LIT_PROBE": str(probe)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [torch.load(f"{probe}.rank{r}", weights_only=False) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["num_workers"] for r in ranks] == [1, 1]  # each learner feeds from its own share of the actors
+    assert (ranks[0]["weights"] == ranks[1]["weights"]).all()  # gradients all-reduced: one set of weights
+    assert not (ranks[0]["weights"] == torch.zeros_like(ranks[0]["weights"])).all()
+    for rank in ranks:  # every actor got the final weights, stamped with the same version
+        assert (rank["actor_weights"] == rank["learner_actor_weights"]).all()
+        assert rank["policy_version"] == STEPS
+    frames = STEPS * BATCH * UNROLL * 2
+    assert ranks[0]["frames"] == ranks[1]["frames"] == frames  # the counter counts both learners' batches
+
+    client, mlflow_run = run.client(), run.only_run("cartpole")  # one run: rank 0 logs
+    logged = client.get_metric_history(mlflow_run.info.run_id, "frames")
+    assert max(m.value for m in logged) == frames
+    assert torch.load(run.checkpoints / "last.ckpt", weights_only=True)["impala"]["frames"] == frames
