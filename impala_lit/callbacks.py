@@ -1,4 +1,4 @@
-"""Lightning callbacks and plugins of impala_lit: checkpoints that survive the end of training, crashes and signals."""
+"""Lightning callbacks and plugins of impala_lit: checkpoints that survive crashes and signals, a stop at a score."""
 
 from __future__ import annotations
 
@@ -64,6 +64,25 @@ class ImpalaCheckpoint(ModelCheckpoint):
     def _save_last_if_behind(self, trainer: pl.Trainer) -> None:
         if self.save_last and trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class StopAtReturn(Callback):
+    """Stops training once ``monitor`` (the mean raw score of the last 100 games) reaches ``threshold``.
+
+    ``--trainer.callbacks+=impala_lit.callbacks.StopAtReturn --trainer.callbacks.threshold=450``.
+    Lightning's ``EarlyStopping`` checks at the end of an epoch or of validation; a stream of
+    rollouts has neither, so this checks after every batch. Under DDP the figure is global, so
+    every learner stops at the same step.
+    """
+
+    def __init__(self, threshold: float, monitor: str = "episode/return"):
+        self.threshold = threshold
+        self.monitor = monitor
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) >= self.threshold:
+            trainer.should_stop = True
 
 
 class StopOnSignal(Callback):

@@ -31,7 +31,8 @@ def test_cartpole_learns_within_500k_frames(tmp_path, no_stray_workers) -> None:
 @pytest.mark.slow
 def test_appo_reaches_450_on_cartpole_within_the_same_budget(tmp_path, no_stray_workers) -> None:
     config = ROOT / "recipes" / "configs" / "cartpole_appo.yaml"
-    run = run_recipe("cartpole", ["fit", f"--config={config}", "--eval.every_n_steps=0"], tmp_path, timeout=900)
+    stop = ["--trainer.callbacks+=impala_lit.callbacks.StopAtReturn", "--trainer.callbacks.threshold=450"]
+    run = run_recipe("cartpole", ["fit", f"--config={config}", "--eval.every_n_steps=0", *stop], tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     client = run.client()
     mlflow_run = run.only_run("cartpole")

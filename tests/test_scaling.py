@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
-from .conftest import run_recipe
+from .conftest import ROOT, run_recipe
 
 STEPS, BATCH, UNROLL = 30, 32, 20  # cartpole recipe: batch 32 x 20, frame skip 1
 
@@ -31,3 +38,54 @@ def test_two_ddp_learners_stay_identical_and_count_both_frame_streams(tmp_path, 
     logged = client.get_metric_history(mlflow_run.info.run_id, "frames")
     assert max(m.value for m in logged) == frames
     assert torch.load(run.checkpoints / "last.ckpt", weights_only=True)["impala"]["frames"] == frames
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_cluster():
+    """A real two-node Ray cluster on 127.0.0.1 (a head and one worker node, 1 CPU each); its address.
+
+    Ray's token authentication stays on (the head enables it and writes ``~/.ray/auth_token``):
+    the worker node and the learner join with ``RAY_AUTH_MODE=token``."""
+    ray = [str(Path(sys.executable).with_name("ray"))]
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run([*ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                       check=True, capture_output=True, env=env, timeout=120)  # fmt: skip
+        subprocess.run([*ray, "start", f"--address={address}", *common], check=True, capture_output=True, env=env,
+                       timeout=120)  # fmt: skip
+        status = subprocess.run([*ray, "status", f"--address={address}"], capture_output=True, text=True, env=env,
+                                timeout=60)  # fmt: skip
+        assert status.stdout.count(" node_") == 2 and "0.0/2.0 CPU" in status.stdout, status.stdout
+        yield address
+    finally:
+        subprocess.run([*ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+@pytest.mark.slow
+def test_ray_actors_on_a_two_node_cluster_train_cartpole_to_450(tmp_path, ray_cluster, no_stray_workers) -> None:
+    # two actors of 1 CPU on two 1-CPU nodes: one on each node (the run would wait forever otherwise)
+    config = ROOT / "recipes" / "configs" / "cartpole_appo.yaml"
+    args = ["fit", f"--config={config}", "--data.actors=ray", f"--data.ray_address={ray_cluster}",
+            "--data.num_workers=2", "--eval.every_n_steps=0",
+            "--trainer.callbacks+=impala_lit.callbacks.StopAtReturn", "--trainer.callbacks.threshold=450"]  # fmt: skip
+    run = run_recipe("cartpole", args, tmp_path, timeout=900, env={"RAY_AUTH_MODE": "token"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    client, mlflow_run = run.client(), run.only_run("cartpole")
+    frames = {m.step: m.value for m in client.get_metric_history(mlflow_run.info.run_id, "frames")}
+    returns = sorted(client.get_metric_history(mlflow_run.info.run_id, "episode/return"), key=lambda m: m.step)
+    reached = next((m for m in returns if m.value >= 450), None)
+    print(f"Ray actors, APPO CartPole: best {max(m.value for m in returns):.1f}; >= 450 at "
+          f"{frames[reached.step] if reached else 'never'} frames; wall {run.seconds:.0f}s")  # fmt: skip
+    assert reached is not None, f"no mean return >= 450 within {max(frames.values()):.0f} frames"
+    assert max(frames.values()) <= 500_000 + 32 * 20
+    lag = client.get_metric_history(mlflow_run.info.run_id, "policy_lag")
+    assert 0 < max(m.value for m in lag) < 10  # the Ray actors' rollouts carry policy versions
