@@ -99,13 +99,15 @@ def actor_fps(spec: EnvSpec, args, seconds: float) -> tuple[float, TensorDictBas
 
 
 def learner_fps(batch: TensorDictBase, args, precision: str, seconds: float) -> float:
-    module = ImpalaModule(observation_shape=(4, 84, 84), num_actions=6, network=args.network)
+    """Learner steps on one ready batch; on a GPU each step copies the batch there, as ``fit`` does."""
+    device = torch.device(args.device)
+    module = ImpalaModule(observation_shape=(4, 84, 84), num_actions=6, network=args.network).to(device)
     optimizer = torch.optim.RMSprop(module.parameters(), lr=6e-4, alpha=0.99, eps=0.01)
-    dtype = torch.bfloat16 if precision.startswith("bf16") else None
+    bf16 = precision.startswith("bf16")
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-            td = module.compute_advantages(batch.clone())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            td = module.compute_advantages(batch.to(device) if device.type != "cpu" else batch.clone())
             loss = module.loss(td)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,14 +116,20 @@ def learner_fps(batch: TensorDictBase, args, precision: str, seconds: float) -> 
 
     for _ in range(3):
         step()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step()
         steps += 1
+    sync()
     return steps * batch.numel() * 4 / (time.perf_counter() - start)
 
 
-def end_to_end_fps(args, seconds: float, warmup: float = 20.0) -> tuple[float, dict]:
+def end_to_end_fps(
+    args, seconds: float, warmup: float = 20.0, extra: list[str] = (), env: dict | None = None
+) -> tuple[float, dict]:
+    """Frames/s of ``recipes/pong.py fit`` (``extra`` arguments appended), read from its MLflow run."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,13 +138,16 @@ def end_to_end_fps(args, seconds: float, warmup: float = 20.0) -> tuple[float, d
         command = [
             sys.executable, str(ROOT / "recipes" / "pong.py"), "fit",
             f"--trainer.max_time=00:00:{total // 60:02d}:{total % 60:02d}",
-            f"--trainer.precision={args.precision}", "--trainer.log_every_n_steps=5", "--eval.every_n_steps=0",
+            f"--trainer.precision={args.precision}",
+            f"--trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+            "--trainer.log_every_n_steps=5", "--eval.every_n_steps=0",
             f"--data.num_workers={args.num_workers}", f"--data.envs_per_worker={args.envs_per_worker}",
             f"--data.batch_size={args.batch_size}", f"--data.unroll_length={args.unroll_length}",
             f"--model.network={args.network}", f"--data.backend={args.backend}", f"--checkpoint.dirpath={tmp}/ckpt",
             f"--trainer.logger.init_args.artifact_location={tmp}/artifacts", "--trainer.enable_progress_bar=false",
+            *extra,
         ]  # fmt: skip
-        env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+        env = dict(os.environ, MLFLOW_TRACKING_URI=uri, **(env or {}))
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=total + 300)
         if proc.returncode != 0:
             raise RuntimeError(f"fit failed: {proc.stderr[-2000:]}")
@@ -172,6 +183,7 @@ def main() -> None:
     parser.add_argument("--network", default="shallow")
     parser.add_argument("--backend", default="gymnasium", choices=["gymnasium", "ale_vector"])
     parser.add_argument("--precision", default="bf16-mixed", help="learner precision for learner_fps and end_to_end")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the learner runs")
     args = parser.parse_args()
     spec = EnvSpec("ALE/Pong-v5", backend=args.backend)
     s = args.seconds
@@ -194,7 +206,7 @@ def main() -> None:
         print(f"{key:<28}{value:>12,.0f}")
     print(f"{'e2e / min(actor, learner)':<28}{details['end_to_end_over_min_actor_learner']:>12.2f}")
     settings = {k: getattr(args, k) for k in ("num_workers", "envs_per_worker", "batch_size", "unroll_length",
-                                              "network", "precision", "seconds", "backend")}  # fmt: skip
+                                              "network", "precision", "seconds", "backend", "device")}  # fmt: skip
     settings["env"] = "ALE/Pong-v5, paper protocol (skip 4 + max-pool, 84x84 grey, 4-frame stack, no sticky actions)"
     rounded = {k: round(v, 1) for k, v in results.items()}
     print(json.dumps({**rounded, "machine": machine(), "settings": settings,

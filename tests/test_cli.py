@@ -78,6 +78,8 @@ def test_print_config_round_trips(tmp_path) -> None:
         (["--eval.episodes=0"], "eval.episodes: must be a positive integer, got 0"),
         (["--data.backend=envpool"], "data.backend: 'envpool' is not one of gymnasium, ale_vector"),
         (["--data.backend=ale_vector"], "data.backend: 'ale_vector' runs Atari games only, not 'CartPole-v1'"),
+        (["--data.actors=slurm"], "data.actors: 'slurm' is not one of local, ray"),
+        (["--data.actors=ray", "--data.ray_address=head"], "data.ray_address: 'head' is not local, auto, host:port"),
     ],
 )
 def test_bad_settings_fail_in_one_line(tmp_path, args: list[str], expected: str, no_stray_workers) -> None:
