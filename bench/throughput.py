@@ -188,11 +188,16 @@ def main() -> None:
     spec = EnvSpec("ALE/Pong-v5", backend=args.backend)
     s = args.seconds
 
-    details = {"raw_gym_fps_1core": raw_gym_fps(EnvSpec("ALE/Pong-v5"), min(s, 10.0))}
-    results = {"env_fps": env_fps(spec, args.num_workers, args.envs_per_worker, s)}
+    def progress(name: str, value: float) -> float:  # each stage as it finishes: a cut-off run keeps them
+        print(f"[stage] {name}: {value:,.0f} frames/s", flush=True)
+        return value
+
+    details = {"raw_gym_fps_1core": progress("raw_gym_fps_1core", raw_gym_fps(EnvSpec("ALE/Pong-v5"), min(s, 10.0)))}
+    results = {"env_fps": progress("env_fps", env_fps(spec, args.num_workers, args.envs_per_worker, s))}
     results["actor_fps"], batch = actor_fps(spec, args, s)
-    details["learner_fps_fp32"] = learner_fps(batch, args, "32-true", s)
-    details["learner_fps_bf16"] = learner_fps(batch, args, "bf16-mixed", s)
+    progress("actor_fps", results["actor_fps"])
+    details["learner_fps_fp32"] = progress("learner_fps_fp32", learner_fps(batch, args, "32-true", s))
+    details["learner_fps_bf16"] = progress("learner_fps_bf16", learner_fps(batch, args, "bf16-mixed", s))
     details["learner_threads"] = torch.get_num_threads()
     results["learner_fps"] = details["learner_fps_bf16" if args.precision.startswith("bf16") else "learner_fps_fp32"]
     results["end_to_end_fps"], e2e = end_to_end_fps(args, s)
