@@ -84,7 +84,8 @@ def test_a_run_on_a_remote_tracking_server(tmp_path, mlflow_server) -> None:
     assert videos == ["videos/step00000005.gif", "videos/step00000010.gif"]
     local = client.download_artifacts(run_id, videos[-1], str(tmp_path))
     frames = iio.imread(local, index=None)
-    assert frames.ndim == 4 and len(frames) >= 9 and frames.shape[-1] in (3, 4)  # an animation of >= 9 steps
+    # an animation (a near-random CartPole player can lose in 8 steps, so no longer minimum than that)
+    assert frames.ndim == 4 and len(frames) >= 2 and frames.shape[-1] in (3, 4)
     assert "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
 
 
