@@ -121,8 +121,6 @@ class RolloutStream:
         actors: str = "local",
         ray_address: str = "local",
     ):
-        if actors not in ACTOR_BACKENDS:
-            raise ValueError(f"data.actors: {actors!r} is not one of {', '.join(ACTOR_BACKENDS)}")
         self.env = env
         # The workers get their own copy: learner updates reach them only through
         # ``update_weights`` (a shared module would change mid-rollout, untracked).

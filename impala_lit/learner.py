@@ -171,11 +171,8 @@ class ImpalaModule(pl.LightningModule):
         """V-trace, loss and logging on ``batch``; the loss to optimise, or ``None`` to skip the update."""
         batch = self.compute_advantages(batch)
         terms = self.loss(batch)
-        self._log_training(batch, terms, new_steps)
-        finite = torch.isfinite(terms["loss"])
-        if self._world_size() > 1:  # DDP: all learners skip together, or the gradient all-reduce waits forever
-            finite = self.trainer.strategy.reduce(finite.float(), reduce_op="min") > 0
-        if not finite:
+        # DDP: the global loss, so that all learners skip together (else the gradient all-reduce waits forever)
+        if not torch.isfinite(self._log_training(batch, terms, new_steps)):
             self._skip_update("loss")
             return None  # Lightning skips backward and the optimizer step
         return terms["loss"]
@@ -235,8 +232,11 @@ class ImpalaModule(pl.LightningModule):
 
     def _log_training(
         self, batch: TensorDictBase, terms: dict[str, torch.Tensor], new_steps: int | None = None
-    ) -> None:
-        """Log the step's metrics; ``new_steps`` agent steps (default: the batch's) were not seen before."""
+    ) -> torch.Tensor:
+        """Log the step's metrics; ``new_steps`` agent steps (default: the batch's) were not seen before.
+
+        Returns the loss averaged over all learners (non-finite if any learner's is).
+        """
         world = self._world_size()
         # global: every learner consumes a batch of the same size per step
         self.frames += (batch.numel() if new_steps is None else new_steps) * self._frames_per_step() * world
@@ -276,6 +276,7 @@ class ImpalaModule(pl.LightningModule):
         if totals[2]:  # mean raw score and length of the last 100 games (of each learner's actors)
             self.log("episode/return", totals[0] / totals[2], prog_bar=True)
             self.log("episode/length", totals[1] / totals[2])
+        return metrics["loss/total"]
 
     def configure_optimizers(self):
         hp = self.hparams
