@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,25 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from throughput import end_to_end_fps, machine  # noqa: E402
 
-RAY = str(Path(sys.executable).with_name("ray"))
-RAY_ENV = {"RAY_AUTH_MODE": "token"}  # Ray 2.60's head enables token auth; joiners must use it
-
-
-@contextmanager
-def ray_cluster(nodes: int, port: int = 6390):
-    """A local Ray cluster on 127.0.0.1: ``nodes`` nodes sharing this machine's cores."""
-    cpus = max(1, (os.cpu_count() or 2) // nodes)
-    common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--disable-usage-stats"]
-    env = {**os.environ, **RAY_ENV}
-    try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                       check=True, capture_output=True, env=env)  # fmt: skip
-        for _ in range(nodes - 1):
-            subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common],
-                           check=True, capture_output=True, env=env)  # fmt: skip
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env)
+from impala_lit.ray_local import RAY_ENV, local_ray_cluster  # noqa: E402
 
 
 def main() -> None:
@@ -65,7 +45,8 @@ def main() -> None:
 
     measure("local actors, 1 learner")
     for nodes in (1, 2):
-        with ray_cluster(nodes) as address:
+        cpus = max(1, (os.cpu_count() or 2) // nodes)  # the nodes share this machine's cores
+        with local_ray_cluster(nodes, cpus, port=6390) as address:
             ray_args = ["--data.actors=ray", f"--data.ray_address={address}"]
             measure(f"Ray actors, {nodes}-node cluster", ray_args, RAY_ENV)
     measure("local actors, 2 DDP learners", ["--trainer.devices=2", "--trainer.strategy=ddp"])

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+
+from impala_lit.ray_local import RAY_ENV, local_ray_cluster
 
 from .conftest import ROOT, run_recipe
 
@@ -40,34 +36,11 @@ def test_two_ddp_learners_stay_identical_and_count_both_frame_streams(tmp_path, 
     assert torch.load(run.checkpoints / "last.ckpt", weights_only=True)["impala"]["frames"] == frames
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def ray_cluster():
-    """A real two-node Ray cluster on 127.0.0.1 (a head and one worker node, 1 CPU each); its address.
-
-    Ray's token authentication stays on (the head enables it and writes ``~/.ray/auth_token``):
-    the worker node and the learner join with ``RAY_AUTH_MODE=token``."""
-    ray = [str(Path(sys.executable).with_name("ray"))]
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    try:
-        subprocess.run([*ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                       check=True, capture_output=True, env=env, timeout=120)  # fmt: skip
-        subprocess.run([*ray, "start", f"--address={address}", *common], check=True, capture_output=True, env=env,
-                       timeout=120)  # fmt: skip
-        status = subprocess.run([*ray, "status", f"--address={address}"], capture_output=True, text=True, env=env,
-                                timeout=60)  # fmt: skip
-        assert status.stdout.count(" node_") == 2 and "0.0/2.0 CPU" in status.stdout, status.stdout
+    """A real two-node Ray cluster on 127.0.0.1 (a head and one worker node, 1 CPU each); its address."""
+    with local_ray_cluster(nodes=2, cpus_per_node=1) as address:
         yield address
-    finally:
-        subprocess.run([*ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
 
 @pytest.mark.slow
@@ -77,7 +50,7 @@ def test_ray_actors_on_a_two_node_cluster_train_cartpole_to_450(tmp_path, ray_cl
     args = ["fit", f"--config={config}", "--data.actors=ray", f"--data.ray_address={ray_cluster}",
             "--data.num_workers=2", "--eval.every_n_steps=0",
             "--trainer.callbacks+=impala_lit.callbacks.StopAtReturn", "--trainer.callbacks.threshold=450"]  # fmt: skip
-    run = run_recipe("cartpole", args, tmp_path, timeout=900, env={"RAY_AUTH_MODE": "token"})
+    run = run_recipe("cartpole", args, tmp_path, timeout=900, env=RAY_ENV)
     assert run.returncode == 0, run.stderr[-3000:]
     client, mlflow_run = run.client(), run.only_run("cartpole")
     frames = {m.step: m.value for m in client.get_metric_history(mlflow_run.info.run_id, "frames")}
