@@ -1,6 +1,9 @@
 """Learner step time on ready batches, fp32 vs bf16 autocast, in one process.
 
-    python bench/learner_step.py [--threads 1] [--network shallow] [--steps 8]
+    python bench/learner_step.py [--threads 1] [--network shallow] [--steps 8] [--compile]
+
+``--compile`` adds rows with the torso (the network's convolutions and dense layer, nearly all
+of the step's work) under ``torch.compile`` (inductor), timed after its compilation.
 
 Frames are emulator frames (batch x unroll x frame skip 4). The last line is JSON.
 """
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--unroll", type=int, default=20)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--compile", action="store_true", help="also time the torso under torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -67,13 +71,27 @@ def main() -> None:
     batch = fake_batch(args.batch_size, args.unroll, 6)
     frames = args.batch_size * args.unroll * 4
     result = {"threads": args.threads, "network": args.network}
-    for name, bf16 in [("fp32", False), ("bf16", True)]:
+    runs = [("fp32", False), ("bf16", True)]
+    if args.compile:
+        runs += [("fp32_compiled", False), ("bf16_compiled", True)]
+    for name, bf16 in runs:
+        if name == "fp32_compiled":
+            torso = module.actor_critic.module[0]  # the TensorDictModule around the torso
+            torso.module = torch.compile(torso.module)
+            start = time.perf_counter()
+            time_steps(module, batch, 1, bf16)  # compiles (warm-up steps included)
+            result["compile_s"] = round(time.perf_counter() - start, 1)
         seconds = time_steps(module, batch, args.steps, bf16)
         result[f"{name}_step_s"] = round(seconds, 4)
         result[f"{name}_fps"] = round(frames / seconds)
         print(f"{name:5s} {seconds * 1000:8.1f} ms/step  {frames / seconds:9.0f} frames/s")
     result["bf16_speedup"] = round(result["fp32_step_s"] / result["bf16_step_s"], 2)
     print(f"bf16-mixed speedup: {result['bf16_speedup']}x")
+    if args.compile:
+        for name in ("fp32", "bf16"):
+            result[f"{name}_compile_speedup"] = round(result[f"{name}_step_s"] / result[f"{name}_compiled_step_s"], 2)
+        print(f"torch.compile speedup: fp32 {result['fp32_compile_speedup']}x, bf16 {result['bf16_compile_speedup']}x"
+              f" (compiling took {result['compile_s']} s)")  # fmt: skip
     print(json.dumps(result))
 
 
