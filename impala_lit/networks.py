@@ -7,12 +7,24 @@ Pixels arrive as ``uint8`` and are scaled to [0, 1] inside the torso.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.modules import ActorValueOperator, ProbabilisticActor, ValueOperator
 
 NETWORKS = ("shallow", "deep", "mlp")
+TORSO_GAIN = math.sqrt(2)
+
+
+def orthogonal_init(module: nn.Module, gain: float) -> nn.Module:
+    """Orthogonal weights scaled by ``gain`` and zero biases, on every conv and linear layer of ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.orthogonal_(layer.weight, gain)
+            nn.init.zeros_(layer.bias)
+    return module
 
 
 class NatureCNN(nn.Module):
@@ -27,6 +39,7 @@ class NatureCNN(nn.Module):
             nn.Flatten(),
             nn.Linear(64 * 7 * 7, hidden), nn.ReLU(),
         )  # fmt: skip
+        orthogonal_init(self, TORSO_GAIN)
         self.out_features = hidden
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -62,6 +75,10 @@ class ResNetTorso(nn.Module):
         with torch.no_grad():
             flat = self.stages(torch.zeros(1, in_channels, 84, 84)).numel()
         self.head = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU())
+        orthogonal_init(self, TORSO_GAIN)
+        for block in self.modules():  # residual blocks start as the identity, or 6 of them blow the scale up
+            if isinstance(block, _ResidualBlock):
+                nn.init.zeros_(block.conv1.weight)
         self.out_features = hidden
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -74,6 +91,7 @@ class MLP(nn.Module):
     def __init__(self, in_features: int, hidden: int = 64):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        orthogonal_init(self, TORSO_GAIN)  # CleanRL's choice for its tanh MLPs too
         self.out_features = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -102,15 +120,23 @@ def make_torso(network: str, obs_shape: tuple[int, ...]) -> nn.Module:
 
 
 def make_actor_critic(network: str, obs_shape: tuple[int, ...], num_actions: int) -> ActorValueOperator:
-    """Shared torso -> (``ProbabilisticActor`` over categorical logits, ``ValueOperator``)."""
+    """Shared torso -> (``ProbabilisticActor`` over categorical logits, ``ValueOperator``).
+
+    Initialised as in OpenAI baselines / CleanRL: orthogonal with gain sqrt(2) in the torsos,
+    0.01 for the policy head (a near-uniform first policy), 1 for the value head; zero biases.
+    PyTorch's default init leaves a Pong torso blind: its hidden units vary across game states by
+    0.0006 (vs 0.019 with this init) under biases of +-1/sqrt(fan_in), the policy cannot tell
+    states apart, and an 8M-frame run (BENCHMARKS.md, P5) ended with a state-independent policy.
+    """
     torso = make_torso(network, tuple(obs_shape))
     common = TensorDictModule(torso, in_keys=["observation"], out_keys=["hidden"])
-    policy_head = TensorDictModule(nn.Linear(torso.out_features, num_actions), in_keys=["hidden"], out_keys=["logits"])
+    logits = orthogonal_init(nn.Linear(torso.out_features, num_actions), 0.01)
+    policy_head = TensorDictModule(logits, in_keys=["hidden"], out_keys=["logits"])
     actor = ProbabilisticActor(
         policy_head,
         in_keys=["logits"],
         distribution_class=torch.distributions.Categorical,
         return_log_prob=True,
     )
-    critic = ValueOperator(nn.Linear(torso.out_features, 1), in_keys=["hidden"])
+    critic = ValueOperator(orthogonal_init(nn.Linear(torso.out_features, 1), 1.0), in_keys=["hidden"])
     return ActorValueOperator(common, actor, critic)
