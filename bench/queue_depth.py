@@ -6,11 +6,12 @@ TorchRL's ``MultiAsyncCollector`` keeps one rollout per actor process in flight:
 writes its rollout into shared memory, then waits until the learner has taken it before it
 collects the next. So the number of rollouts that can wait is the number of actor processes,
 and the number of batches that can wait is ``num_workers * envs_per_worker / batch_size``.
-Each row keeps 32 environments and the batch at 32 x 20 and changes how they are split:
+The first three rows keep 32 environments and the batch at 32 x 20 and change how they are split:
 
-- 2 x 16 (the default): a batch is two rollouts, one batch can wait;
+- 2 x 16: a batch is two rollouts, one batch can wait;
 - 4 x 8 and 8 x 4: more, smaller rollouts, more processes for the same cores;
-- 2 x 32: a batch is one rollout, two batches can wait (64 environments).
+- 2 x 32 (the Pong recipe's default since session 5): a batch is one rollout, two batches can
+  wait (64 environments).
 
 Each row is a real ``recipes/pong.py fit`` measured like ``bench/throughput.py``'s
 ``end_to_end_fps``. Prints a table, then one JSON line.

@@ -177,11 +177,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="measuring time per stage")
     parser.add_argument("--num-workers", dest="num_workers", type=int, default=2)
-    parser.add_argument("--envs-per-worker", dest="envs_per_worker", type=int, default=16)
+    parser.add_argument("--envs-per-worker", dest="envs_per_worker", type=int, default=32)  # the Pong recipe's
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     parser.add_argument("--unroll-length", dest="unroll_length", type=int, default=20)
     parser.add_argument("--network", default="shallow")
-    parser.add_argument("--backend", default="gymnasium", choices=["gymnasium", "ale_vector"])
+    parser.add_argument("--backend", default="ale_vector", choices=["gymnasium", "ale_vector"])
     parser.add_argument("--precision", default="bf16-mixed", help="learner precision for learner_fps and end_to_end")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the learner runs")
     args = parser.parse_args()

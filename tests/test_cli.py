@@ -13,7 +13,7 @@ HYPERPARAMETERS = {
     # name in --help: default shown for recipes/pong.py
     "--data.env_id": "ALE/Pong-v5",
     "--data.num_workers": "2",
-    "--data.envs_per_worker": "16",
+    "--data.envs_per_worker": "32",
     "--data.unroll_length": "20",
     "--data.batch_size": "32",
     "--data.frame_skip": "4",
