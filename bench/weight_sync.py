@@ -5,6 +5,7 @@ python bench/weight_sync.py
 Times 30 weight updates, each right after a batch arrives (as the learner sends them), through
 TorchRL's shared-memory weight sync including the workers' acknowledgements.
 """
+
 import statistics
 import time
 
@@ -29,5 +30,7 @@ if __name__ == "__main__":
         times.append(time.perf_counter() - start)
     batches.close()
     mb = sum(t.numel() * t.element_size() for t in weights.values(True, True)) / 1e6
-    print(f"weights {mb:.1f} MB; update_weights median {statistics.median(times)*1e3:.1f} ms, "
-          f"max {max(times)*1e3:.1f} ms over {len(times)} updates")
+    print(
+        f"weights {mb:.1f} MB; update_weights median {statistics.median(times) * 1e3:.1f} ms, "
+        f"max {max(times) * 1e3:.1f} ms over {len(times)} updates"
+    )

@@ -56,9 +56,7 @@ def _recipe_command(recipe: str, args: list[str], workdir: Path, env: dict | Non
     return command, full_env, tracking_uri, checkpoints
 
 
-def run_recipe(
-    recipe: str, args: list[str], workdir: Path, timeout: float = 600, env: dict | None = None
-) -> RecipeRun:
+def run_recipe(recipe: str, args: list[str], workdir: Path, timeout: float = 600, env: dict | None = None) -> RecipeRun:
     """``python recipes/<recipe>.py <args>`` with MLflow and checkpoints under ``workdir``."""
     command, full_env, tracking_uri, checkpoints = _recipe_command(recipe, args, workdir, env)
     start = time.perf_counter()

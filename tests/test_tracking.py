@@ -64,8 +64,13 @@ def test_a_run_on_a_remote_tracking_server(tmp_path, mlflow_server) -> None:
     workdir.mkdir()
     run = run_recipe(
         "cartpole",
-        ["fit", "--trainer.max_steps=10", "--eval.every_n_steps=5", "--eval.episodes=2",
-         "--trainer.log_every_n_steps=1"],  # fmt: skip
+        [
+            "fit",
+            "--trainer.max_steps=10",
+            "--eval.every_n_steps=5",
+            "--eval.episodes=2",
+            "--trainer.log_every_n_steps=1",
+        ],  # fmt: skip
         workdir,
         env={"MLFLOW_TRACKING_URI": mlflow_server},
     )
@@ -93,6 +98,8 @@ def test_an_unreachable_tracking_server_fails_fast(tmp_path) -> None:
     uri = f"http://127.0.0.1:{_free_port()}"
     run = run_recipe("cartpole", ["fit", "--trainer.max_steps=10"], tmp_path, env={"MLFLOW_TRACKING_URI": uri})
     assert run.returncode == 2 and run.seconds < 60
-    assert run.stderr.strip().splitlines()[-1].startswith(
-        f"cartpole.py: error: trainer.logger.init_args.tracking_uri: no MLflow server answers at {uri}"
+    assert (
+        run.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"cartpole.py: error: trainer.logger.init_args.tracking_uri: no MLflow server answers at {uri}")
     ), run.stderr[-2000:]
