@@ -5,7 +5,7 @@ python recipes/pong.py fit --ckpt_path last     # resume
 python recipes/pong.py test --ckpt_path last    # play evaluation games
 """
 
-from impala_lit.cli import ImpalaCLI
+from impala_lit.cli import ImpalaCLI, fastest_precision
 
 DEFAULTS = {
     "data.env_id": "ALE/Pong-v5",
@@ -16,6 +16,9 @@ DEFAULTS = {
     # and it learns at least as fast per frame (P7 vs P6, BENCHMARKS.md)
     "data.envs_per_worker": 32,
     "model.network": "shallow",
+    # bf16-mixed where the CPU runs bf16 natively (2x the fp32 learner here, and P6/P7 learned
+    # with it), else 32-true; the choice is logged as the run's trainer.precision param
+    "trainer.precision": fastest_precision(),
     "eval.every_n_steps": 2500,  # evaluation games + GIF in MLflow
     "model.max_frames": 20_000_000,
 }
