@@ -84,7 +84,8 @@ def raw_gym_fps(spec: EnvSpec, seconds: float) -> float:
 def actor_fps(spec: EnvSpec, args, seconds: float) -> tuple[float, TensorDictBase]:
     module = ImpalaModule(observation_shape=(4, 84, 84), num_actions=6, network=args.network)
     stream = RolloutStream(spec, module.actor, num_workers=args.num_workers, envs_per_worker=args.envs_per_worker,
-                           unroll_length=args.unroll_length, batch_size=args.batch_size)  # fmt: skip
+                           unroll_length=args.unroll_length, batch_size=args.batch_size,
+                           actor_device=args.actor_device)  # fmt: skip
     batches = iter(stream)
     batch = next(batches)  # the workers are up
     for _ in range(2):
@@ -144,6 +145,7 @@ def end_to_end_fps(
             f"--data.num_workers={args.num_workers}", f"--data.envs_per_worker={args.envs_per_worker}",
             f"--data.batch_size={args.batch_size}", f"--data.unroll_length={args.unroll_length}",
             f"--model.network={args.network}", f"--data.backend={args.backend}", f"--checkpoint.dirpath={tmp}/ckpt",
+            f"--data.actor_device={args.actor_device}",
             f"--trainer.logger.init_args.artifact_location={tmp}/artifacts", "--trainer.enable_progress_bar=false",
             *extra,
         ]  # fmt: skip
@@ -184,6 +186,8 @@ def main() -> None:
     parser.add_argument("--backend", default="ale_vector", choices=["gymnasium", "ale_vector"])
     parser.add_argument("--precision", default="bf16-mixed", help="learner precision for learner_fps and end_to_end")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the learner runs")
+    parser.add_argument("--actor-device", dest="actor_device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the actors run the policy (data.actor_device)")  # fmt: skip
     args = parser.parse_args()
     spec = EnvSpec("ALE/Pong-v5", backend=args.backend)
     s = args.seconds
@@ -210,12 +214,21 @@ def main() -> None:
     for key, value in {**results, **{k: v for k, v in details.items() if k.endswith("fps") or "fps_" in k}}.items():
         print(f"{key:<28}{value:>12,.0f}")
     print(f"{'e2e / min(actor, learner)':<28}{details['end_to_end_over_min_actor_learner']:>12.2f}")
-    settings = {k: getattr(args, k) for k in ("num_workers", "envs_per_worker", "batch_size", "unroll_length",
-                                              "network", "precision", "seconds", "backend", "device")}  # fmt: skip
+    names = ("num_workers", "envs_per_worker", "batch_size", "unroll_length", "network", "precision", "seconds",
+             "backend", "device", "actor_device")  # fmt: skip
+    settings = {k: getattr(args, k) for k in names}
     settings["env"] = "ALE/Pong-v5, paper protocol (skip 4 + max-pool, 84x84 grey, 4-frame stack, no sticky actions)"
     rounded = {k: round(v, 1) for k, v in results.items()}
-    print(json.dumps({**rounded, "machine": machine(), "settings": settings,
-                      "details": {k: round(v, 3) if isinstance(v, float) else v for k, v in details.items()}}))
+    print(
+        json.dumps(
+            {
+                **rounded,
+                "machine": machine(),
+                "settings": settings,
+                "details": {k: round(v, 3) if isinstance(v, float) else v for k, v in details.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ class RolloutStream:
         max_restarts: int = 3,
         actors: str = "local",
         ray_address: str = "local",
+        actor_device: str = "cpu",
     ):
         self.env = env
         # The workers get their own copy: learner updates reach them only through
@@ -136,6 +137,7 @@ class RolloutStream:
         self.max_restarts = max_restarts
         self.actors = actors
         self.ray_address = ray_address
+        self.actor_device = actor_device
         self.restarts = 0  # times the actors were restarted after one of them died
         self._latest_weights: TensorDict | None = None
         self.collector: BaseCollector | None = None
@@ -150,6 +152,11 @@ class RolloutStream:
             self.collector = collector = self._ray_collector(make_env)
         else:
             self._weight_sync = weight_sync = LivenessAwareWeightSync()
+            # each worker moves its policy copy to policy_device; frames go there for the policy's
+            # call and the rollout is stored on the CPU, where the learner batch is assembled
+            devices = {} if self.actor_device == "cpu" else {
+                "policy_device": self.actor_device, "env_device": "cpu", "storing_device": "cpu"
+            }  # fmt: skip
             self.collector = collector = MultiAsyncCollector(
                 [make_env] * self.num_workers,
                 self.policy,
@@ -157,6 +164,7 @@ class RolloutStream:
                 total_frames=-1,
                 track_policy_version=True,
                 weight_sync_schemes={"policy": weight_sync},
+                **devices,
                 # workers run 1 torch thread each (num_sub_threads default); the learner
                 # process gets cores minus workers (num_threads default), so nothing oversubscribes
             )
@@ -169,6 +177,7 @@ class RolloutStream:
     def _ray_collector(self, make_env) -> BaseCollector:
         """``num_workers`` Ray actors, each a TorchRL ``Collector`` over ``envs_per_worker`` envs."""
         from torchrl.collectors.distributed import RayCollector
+
         if self.ray_address == "local":  # a Ray instance of this process, shut down with the actors
             init = {"address": "local", "include_dashboard": False, "num_cpus": os.cpu_count()}
         else:  # an existing cluster: "auto", "host:port" or "ray://host:port"

@@ -6,12 +6,32 @@ import importlib.util
 import re
 
 import lightning.pytorch as pl
+import torch
 from tensordict import TensorDict
 
 from impala_lit.actors import ACTOR_BACKENDS, RolloutStream
 from impala_lit.envs import EnvSpec, check_env_id, is_atari
 
 BACKENDS = ("gymnasium", "ale_vector")
+
+
+def check_actor_device(actor_device: str, actors: str) -> None:
+    """Reject an actor device this machine or actor backend cannot run, in one line."""
+    try:
+        device = torch.device(actor_device)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"data.actor_device: {actor_device!r} is not one of cpu, cuda, cuda:N")
+    if device.type == "cuda":
+        if actors != "local":
+            raise ValueError(f"data.actor_device: {actor_device!r} needs data.actors=local (Ray actors infer on CPU)")
+        if not torch.cuda.is_available():
+            raise ValueError(f"data.actor_device: {actor_device!r} needs a CUDA GPU and none is visible (use cpu)")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(
+                f"data.actor_device: {actor_device!r} is not one of the {torch.cuda.device_count()} visible GPUs"
+            )
 
 
 class ImpalaDataModule(pl.LightningDataModule):
@@ -40,6 +60,9 @@ class ImpalaDataModule(pl.LightningDataModule):
         ray_address: with ``actors=ray``: ``local`` (a Ray instance started for this run),
             ``auto`` (the cluster this machine joined with ``ray start``), ``host:port`` or
             ``ray://host:port``.
+        actor_device: where each local actor runs its policy: ``cpu`` (one core per actor) or
+            ``cuda``/``cuda:N`` (the collector's ``policy_device``; environments stay on the CPU
+            and rollouts come back on the CPU, weights are shared over CUDA IPC).
     """
 
     def __init__(
@@ -60,6 +83,7 @@ class ImpalaDataModule(pl.LightningDataModule):
         max_actor_restarts: int = 3,
         actors: str = "local",
         ray_address: str = "local",
+        actor_device: str = "cpu",
     ):
         super().__init__()
         check_env_id(env_id)
@@ -89,6 +113,7 @@ class ImpalaDataModule(pl.LightningDataModule):
             raise ValueError("data.actors: 'ray' needs Ray, which is not installed: pip install 'impala_lit[ray]'")
         if not (ray_address in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d+", ray_address)):
             raise ValueError(f"data.ray_address: {ray_address!r} is not local, auto, host:port or ray://host:port")
+        check_actor_device(actor_device, actors)
         if max_actor_restarts < 0:
             raise ValueError(f"data.max_actor_restarts: must be >= 0, got {max_actor_restarts}")
         if not 0.0 <= sticky_actions < 1.0:
@@ -136,6 +161,7 @@ class ImpalaDataModule(pl.LightningDataModule):
             max_restarts=hp.max_actor_restarts,
             actors=hp.actors,
             ray_address=hp.ray_address,
+            actor_device=hp.actor_device,
         )
         return self.stream
 

@@ -102,6 +102,12 @@ def test_print_config_round_trips(tmp_path) -> None:
         (["--data.backend=ale_vector"], "data.backend: 'ale_vector' runs Atari games only, not 'CartPole-v1'"),
         (["--data.actors=slurm"], "data.actors: 'slurm' is not one of local, ray"),
         (["--data.actors=ray", "--data.ray_address=head"], "data.ray_address: 'head' is not local, auto, host:port"),
+        (["--data.actor_device=tpu"], "data.actor_device: 'tpu' is not one of cpu, cuda, cuda:N"),
+        pytest.param(
+            ["--data.actor_device=cuda"],
+            "data.actor_device: 'cuda' needs a CUDA GPU and none is visible (use cpu)",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible"),
+        ),
     ],
 )
 def test_bad_settings_fail_in_one_line(tmp_path, args: list[str], expected: str, no_stray_workers) -> None:
