@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
+class ReturnReached:
+    """When a run's mean return (``episode/return``: the last 100 games) first reached a threshold."""
+
+    frames: float | None  # frames logged at that step; None: never reached
+    best: float  # best mean return of the run
+    max_frames: float  # frames at the end of the run
+
+
+@dataclass
 class RecipeRun:
     returncode: int
     stdout: str
@@ -34,6 +43,22 @@ class RecipeRun:
         runs = client.search_runs([exp.experiment_id])
         assert len(runs) == 1, f"expected one MLflow run, found {len(runs)}"
         return runs[0]
+
+    def return_reached(self, experiment: str, threshold: float, label: str) -> ReturnReached:
+        """Read the only run's frames and mean returns from MLflow; prints one line for the CI log."""
+        client, run_id = self.client(), self.only_run(experiment).info.run_id
+        frames = {m.step: m.value for m in client.get_metric_history(run_id, "frames")}
+        returns = sorted(client.get_metric_history(run_id, "episode/return"), key=lambda m: m.step)
+        reached = next((m for m in returns if m.value >= threshold), None)
+        result = ReturnReached(
+            frames=frames[reached.step] if reached else None,
+            best=max(m.value for m in returns),
+            max_frames=max(frames.values()),
+        )
+        at = "never" if result.frames is None else f"{result.frames:.0f} frames"
+        print(f"{label}: best 100-game mean {result.best:.1f}; >= {threshold}: {at} (run: {result.max_frames:.0f} "
+              f"frames, {self.seconds:.0f} s)")  # fmt: skip
+        return result
 
 
 def _recipe_command(recipe: str, args: list[str], workdir: Path, env: dict | None) -> tuple[list[str], dict, str, Path]:

@@ -18,15 +18,9 @@ def test_cartpole_reaches_450_within_500k_frames(tmp_path, no_stray_workers) -> 
     assert run.returncode == 0, run.stderr[-3000:]
     mlflow_run = run.only_run("cartpole")
     assert mlflow_run.data.params["model.class"] == "impala_lit.ImpalaModule"
-    client = run.client()
-    frames = {m.step: m.value for m in client.get_metric_history(mlflow_run.info.run_id, "frames")}
-    assert max(frames.values()) <= CARTPOLE_FRAME_BUDGET + 32 * 20
-    returns = sorted(client.get_metric_history(mlflow_run.info.run_id, "episode/return"), key=lambda m: m.step)
-    best = max(m.value for m in returns)  # mean raw return of the last 100 games
-    reached = next((m for m in returns if m.value >= 450), None)
-    print(f"IMPALA CartPole: best 100-game mean {best:.1f}; >= 450 at "
-          f"{frames[reached.step] if reached else 'never'} frames; wall {run.seconds:.0f}s")  # fmt: skip
-    assert reached is not None, f"best mean return {best:.1f} < 450 within {CARTPOLE_FRAME_BUDGET} frames"
+    reached = run.return_reached("cartpole", 450, "IMPALA CartPole")
+    assert reached.max_frames <= CARTPOLE_FRAME_BUDGET + 32 * 20
+    assert reached.frames is not None, f"no mean return >= 450 within the budget: {reached}"
 
 
 @pytest.mark.slow
@@ -35,14 +29,7 @@ def test_appo_reaches_450_on_cartpole_within_the_same_budget(tmp_path, no_stray_
     args = ["fit", f"--config={config}", "--eval.every_n_steps=0", *STOP_AT_450]
     run = run_recipe("cartpole", args, tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    client = run.client()
-    mlflow_run = run.only_run("cartpole")
-    assert mlflow_run.data.params["model.class"] == "impala_lit.APPOModule"
-    frames = {m.step: m.value for m in client.get_metric_history(mlflow_run.info.run_id, "frames")}
-    assert max(frames.values()) <= CARTPOLE_FRAME_BUDGET + 32 * 20
-    returns = sorted(client.get_metric_history(mlflow_run.info.run_id, "episode/return"), key=lambda m: m.step)
-    best = max(m.value for m in returns)
-    reached = next((m for m in returns if m.value >= 450), None)
-    print(f"APPO CartPole: best 100-game mean {best:.1f}; >= 450 at "
-          f"{frames[reached.step] if reached else 'never'} frames; wall {run.seconds:.0f}s")  # fmt: skip
-    assert reached is not None, f"APPO best mean return {best:.1f} < 450 within {CARTPOLE_FRAME_BUDGET} frames"
+    assert run.only_run("cartpole").data.params["model.class"] == "impala_lit.APPOModule"
+    reached = run.return_reached("cartpole", 450, "APPO CartPole")
+    assert reached.max_frames <= CARTPOLE_FRAME_BUDGET + 32 * 20
+    assert reached.frames is not None, f"no mean return >= 450 within the budget: {reached}"

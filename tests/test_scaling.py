@@ -52,13 +52,9 @@ def test_ray_actors_on_a_two_node_cluster_train_cartpole_to_450(tmp_path, ray_cl
             "--trainer.callbacks+=impala_lit.callbacks.StopAtReturn", "--trainer.callbacks.threshold=450"]  # fmt: skip
     run = run_recipe("cartpole", args, tmp_path, timeout=900, env=RAY_ENV)
     assert run.returncode == 0, run.stderr[-3000:]
+    reached = run.return_reached("cartpole", 450, "Ray actors, APPO CartPole")
+    assert reached.frames is not None, f"no mean return >= 450 within the budget: {reached}"
+    assert reached.max_frames <= 500_000 + 32 * 20
     client, mlflow_run = run.client(), run.only_run("cartpole")
-    frames = {m.step: m.value for m in client.get_metric_history(mlflow_run.info.run_id, "frames")}
-    returns = sorted(client.get_metric_history(mlflow_run.info.run_id, "episode/return"), key=lambda m: m.step)
-    reached = next((m for m in returns if m.value >= 450), None)
-    print(f"Ray actors, APPO CartPole: best {max(m.value for m in returns):.1f}; >= 450 at "
-          f"{frames[reached.step] if reached else 'never'} frames; wall {run.seconds:.0f}s")  # fmt: skip
-    assert reached is not None, f"no mean return >= 450 within {max(frames.values()):.0f} frames"
-    assert max(frames.values()) <= 500_000 + 32 * 20
     lag = client.get_metric_history(mlflow_run.info.run_id, "policy_lag")
     assert 0 < max(m.value for m in lag) < 10  # the Ray actors' rollouts carry policy versions
