@@ -157,12 +157,19 @@ def end_to_end_fps(
         (run,) = client.search_runs([client.get_experiment_by_name("pong").experiment_id])
         frames = sorted(client.get_metric_history(run.info.run_id, "frames"), key=lambda m: m.step)
         lag = [m.value for m in client.get_metric_history(run.info.run_id, "policy_lag")]
+        wait = sorted(client.get_metric_history(run.info.run_id, "time/data_wait_frac"), key=lambda m: m.step)
     t0 = frames[0].timestamp / 1000
     steady = [m for m in frames if m.timestamp / 1000 - t0 >= warmup]
     if len(steady) < 2:
         steady = frames
     fps = (steady[-1].value - steady[0].value) / ((steady[-1].timestamp - steady[0].timestamp) / 1000)
-    return fps, {"policy_lag_mean": sum(lag) / max(len(lag), 1), "frames_total": frames[-1].value}
+    steady_wait = [m.value for m in wait if m.timestamp / 1000 - t0 >= warmup] or [m.value for m in wait]
+    return fps, {
+        "policy_lag_mean": sum(lag) / max(len(lag), 1),
+        "frames_total": frames[-1].value,
+        # share of the learner's time spent waiting for batches (0: it never waits)
+        "learner_data_wait_frac": sum(steady_wait) / max(len(steady_wait), 1),
+    }
 
 
 def machine() -> dict:

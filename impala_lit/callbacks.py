@@ -1,9 +1,12 @@
-"""Lightning callbacks and plugins of impala_lit: checkpoints that survive crashes and signals, a stop at a score."""
+"""Lightning callbacks and plugins of impala_lit: checkpoints that survive crashes and signals, a stop at
+a score, the learner's wait for data."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from collections import deque
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -134,3 +137,31 @@ def _mark_killed(trainer: pl.Trainer) -> None:
     for logger in trainer.loggers:
         if hasattr(logger, "stop_status"):
             logger.stop_status = "KILLED"
+
+
+class DataWaitMonitor(Callback):
+    """Logs whether the learner waits for the actors, over the last ``window`` steps.
+
+    ``time/data_wait_frac``: share of the learner's wall time spent between steps (waiting for the
+    next batch, and the hooks in between); 0 means the learner never waits. ``time/step_s``: mean
+    duration of one step (forward, V-trace, backward, optimizer, weights sent).
+    """
+
+    def __init__(self, window: int = 20) -> None:
+        self._intervals: deque[tuple[float, float]] = deque(maxlen=window)  # (wait, step) seconds
+        self._last_end: float | None = None
+        self._start: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        end = time.perf_counter()
+        if self._last_end is not None and self._start is not None:
+            self._intervals.append((self._start - self._last_end, end - self._start))
+        self._last_end = end
+        if self._intervals:
+            wait = sum(w for w, _ in self._intervals)
+            step = sum(s for _, s in self._intervals)
+            pl_module.log("time/data_wait_frac", wait / max(wait + step, 1e-9))
+            pl_module.log("time/step_s", step / len(self._intervals))

@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from impala_lit.actors import ActorsFailedError
-from impala_lit.callbacks import EXIT_CODES, AtomicCheckpointIO, ImpalaCheckpoint, StopOnSignal
+from impala_lit.callbacks import EXIT_CODES, AtomicCheckpointIO, DataWaitMonitor, ImpalaCheckpoint, StopOnSignal
 from impala_lit.data import ImpalaDataModule
 from impala_lit.evaluation import EvaluationCallback
 from impala_lit.learner import ImpalaModule, NonFiniteError
@@ -319,7 +319,7 @@ class ImpalaCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make it atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         self.stop_on_signal = StopOnSignal()
-        trainer.callbacks.extend([MLflowRunInCheckpoint(), self.stop_on_signal])
+        trainer.callbacks.extend([MLflowRunInCheckpoint(), self.stop_on_signal, DataWaitMonitor()])
         return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:

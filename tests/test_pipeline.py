@@ -17,6 +17,8 @@ from .conftest import run_recipe, start_recipe
 
 TRAINING_METRICS = [
     "frames",
+    "time/data_wait_frac",
+    "time/step_s",
     "fps",
     "episode/return",
     "episode/length",
