@@ -1,9 +1,11 @@
 """Learner step time on ready batches, fp32 vs bf16 autocast, in one process.
 
-    python bench/learner_step.py [--threads 1] [--network shallow] [--steps 8] [--compile]
+    python bench/learner_step.py [--threads 1] [--network shallow] [--steps 8] [--compile] [--channels-last]
 
 ``--compile`` adds rows with the torso (the network's convolutions and dense layer, nearly all
 of the step's work) under ``torch.compile`` (inductor), timed after its compilation.
+``--channels-last`` adds rows with the convolution weights in channels-last (NHWC) memory
+format (the convolutions then compute in NHWC), which oneDNN's CPU kernels may prefer.
 
 Frames are emulator frames (batch x unroll x frame skip 4). The last line is JSON.
 """
@@ -63,7 +65,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--unroll", type=int, default=20)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--compile", action="store_true", help="also time the torso under torch.compile")
+    extra = parser.add_mutually_exclusive_group()
+    extra.add_argument("--compile", action="store_true", help="also time the torso under torch.compile")
+    extra.add_argument("--channels-last", action="store_true", help="also time with channels-last conv weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -72,9 +76,13 @@ def main() -> None:
     frames = args.batch_size * args.unroll * 4
     result = {"threads": args.threads, "network": args.network}
     runs = [("fp32", False), ("bf16", True)]
+    if args.channels_last:
+        runs += [("fp32_channels_last", False), ("bf16_channels_last", True)]
     if args.compile:
         runs += [("fp32_compiled", False), ("bf16_compiled", True)]
     for name, bf16 in runs:
+        if name == "fp32_channels_last":
+            module = module.to(memory_format=torch.channels_last)  # 4-d conv weights only
         if name == "fp32_compiled":
             torso = module.actor_critic.module[0]  # the TensorDictModule around the torso
             torso.module = torch.compile(torso.module)
@@ -84,9 +92,16 @@ def main() -> None:
         seconds = time_steps(module, batch, args.steps, bf16)
         result[f"{name}_step_s"] = round(seconds, 4)
         result[f"{name}_fps"] = round(frames / seconds)
-        print(f"{name:5s} {seconds * 1000:8.1f} ms/step  {frames / seconds:9.0f} frames/s")
+        print(f"{name:18s} {seconds * 1000:8.1f} ms/step  {frames / seconds:9.0f} frames/s")
     result["bf16_speedup"] = round(result["fp32_step_s"] / result["bf16_step_s"], 2)
     print(f"bf16-mixed speedup: {result['bf16_speedup']}x")
+    if args.channels_last:
+        for name in ("fp32", "bf16"):
+            result[f"{name}_channels_last_speedup"] = round(
+                result[f"{name}_step_s"] / result[f"{name}_channels_last_step_s"], 2
+            )
+        print(f"channels-last speedup: fp32 {result['fp32_channels_last_speedup']}x, "
+              f"bf16 {result['bf16_channels_last_speedup']}x")  # fmt: skip
     if args.compile:
         for name in ("fp32", "bf16"):
             result[f"{name}_compile_speedup"] = round(result[f"{name}_step_s"] / result[f"{name}_compiled_step_s"], 2)
