@@ -85,7 +85,7 @@ def actor_fps(spec: EnvSpec, args, seconds: float) -> tuple[float, TensorDictBas
     module = ImpalaModule(observation_shape=(4, 84, 84), num_actions=6, network=args.network)
     stream = RolloutStream(spec, module.actor, num_workers=args.num_workers, envs_per_worker=args.envs_per_worker,
                            unroll_length=args.unroll_length, batch_size=args.batch_size,
-                           actor_device=args.actor_device)  # fmt: skip
+                           actor_device=args.actor_device, actor_precision=args.actor_precision)  # fmt: skip
     batches = iter(stream)
     batch = next(batches)  # the workers are up
     for _ in range(2):
@@ -145,7 +145,7 @@ def end_to_end_fps(
             f"--data.num_workers={args.num_workers}", f"--data.envs_per_worker={args.envs_per_worker}",
             f"--data.batch_size={args.batch_size}", f"--data.unroll_length={args.unroll_length}",
             f"--model.network={args.network}", f"--data.backend={args.backend}", f"--checkpoint.dirpath={tmp}/ckpt",
-            f"--data.actor_device={args.actor_device}",
+            f"--data.actor_device={args.actor_device}", f"--data.actor_precision={args.actor_precision}",
             f"--trainer.logger.init_args.artifact_location={tmp}/artifacts", "--trainer.enable_progress_bar=false",
             *extra,
         ]  # fmt: skip
@@ -195,6 +195,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the learner runs")
     parser.add_argument("--actor-device", dest="actor_device", default="cpu", choices=["cpu", "cuda"],
                         help="where the actors run the policy (data.actor_device)")  # fmt: skip
+    parser.add_argument("--actor-precision", dest="actor_precision", default="32-true",
+                        choices=["32-true", "bf16-mixed"], help="data.actor_precision")  # fmt: skip
     args = parser.parse_args()
     spec = EnvSpec("ALE/Pong-v5", backend=args.backend)
     s = args.seconds
@@ -222,7 +224,7 @@ def main() -> None:
         print(f"{key:<28}{value:>12,.0f}")
     print(f"{'e2e / min(actor, learner)':<28}{details['end_to_end_over_min_actor_learner']:>12.2f}")
     names = ("num_workers", "envs_per_worker", "batch_size", "unroll_length", "network", "precision", "seconds",
-             "backend", "device", "actor_device")  # fmt: skip
+             "backend", "device", "actor_device", "actor_precision")  # fmt: skip
     settings = {k: getattr(args, k) for k in names}
     settings["env"] = "ALE/Pong-v5, paper protocol (skip 4 + max-pool, 84x84 grey, 4-frame stack, no sticky actions)"
     rounded = {k: round(v, 1) for k, v in results.items()}

@@ -35,6 +35,7 @@ from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector
 from torchrl.weight_update import SharedMemWeightSyncScheme
 
 from impala_lit.envs import EnvSpec
+from impala_lit.networks import set_inference_precision
 
 ROLLOUT_KEYS_DROPPED = ("collector", "game_return", "game_length", "game_over")
 ACTOR_BACKENDS = ("local", "ray")
@@ -121,11 +122,13 @@ class RolloutStream:
         actors: str = "local",
         ray_address: str = "local",
         actor_device: str = "cpu",
+        actor_precision: str = "32-true",
     ):
         self.env = env
         # The workers get their own copy: learner updates reach them only through
         # ``update_weights`` (a shared module would change mid-rollout, untracked).
-        self.policy = copy.deepcopy(policy).cpu().float().select_out_keys("action", "action_log_prob")
+        policy = copy.deepcopy(policy).cpu().float().select_out_keys("action", "action_log_prob")
+        self.policy = set_inference_precision(policy, actor_precision)
         self.num_workers = num_workers
         self.envs_per_worker = envs_per_worker
         self.unroll_length = unroll_length

@@ -11,6 +11,7 @@ from tensordict import TensorDict
 
 from impala_lit.actors import ACTOR_BACKENDS, RolloutStream
 from impala_lit.envs import EnvSpec, check_env_id, is_atari
+from impala_lit.networks import INFERENCE_PRECISIONS
 
 BACKENDS = ("gymnasium", "ale_vector")
 
@@ -63,6 +64,8 @@ class ImpalaDataModule(pl.LightningDataModule):
         actor_device: where each local actor runs its policy: ``cpu`` (one core per actor) or
             ``cuda``/``cuda:N`` (the collector's ``policy_device``; environments stay on the CPU
             and rollouts come back on the CPU, weights are shared over CUDA IPC).
+        actor_precision: ``32-true`` or ``bf16-mixed`` (the actors' pixel torso under bf16
+            autocast; logits and log-probabilities stay fp32).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class ImpalaDataModule(pl.LightningDataModule):
         actors: str = "local",
         ray_address: str = "local",
         actor_device: str = "cpu",
+        actor_precision: str = "32-true",
     ):
         super().__init__()
         check_env_id(env_id)
@@ -114,6 +118,10 @@ class ImpalaDataModule(pl.LightningDataModule):
         if not (ray_address in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d+", ray_address)):
             raise ValueError(f"data.ray_address: {ray_address!r} is not local, auto, host:port or ray://host:port")
         check_actor_device(actor_device, actors)
+        if actor_precision not in INFERENCE_PRECISIONS:
+            raise ValueError(
+                f"data.actor_precision: {actor_precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}"
+            )
         if max_actor_restarts < 0:
             raise ValueError(f"data.max_actor_restarts: must be >= 0, got {max_actor_restarts}")
         if not 0.0 <= sticky_actions < 1.0:
@@ -162,6 +170,7 @@ class ImpalaDataModule(pl.LightningDataModule):
             actors=hp.actors,
             ray_address=hp.ray_address,
             actor_device=hp.actor_device,
+            actor_precision=hp.actor_precision,
         )
         return self.stream
 

@@ -41,9 +41,10 @@ class NatureCNN(nn.Module):
         )  # fmt: skip
         orthogonal_init(self, TORSO_GAIN)
         self.out_features = hidden
+        self.autocast_dtype: torch.dtype | None = None  # see ``set_inference_precision``
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _over_images(self.net, pixels)
+        return _over_images(self.net, pixels, self.autocast_dtype)
 
 
 class _ResidualBlock(nn.Module):
@@ -80,9 +81,10 @@ class ResNetTorso(nn.Module):
             if isinstance(block, _ResidualBlock):
                 nn.init.zeros_(block.conv1.weight)
         self.out_features = hidden
+        self.autocast_dtype: torch.dtype | None = None  # see ``set_inference_precision``
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _over_images(lambda x: self.head(self.stages(x)), pixels)
+        return _over_images(lambda x: self.head(self.stages(x)), pixels, self.autocast_dtype)
 
 
 class MLP(nn.Module):
@@ -98,12 +100,37 @@ class MLP(nn.Module):
         return self.net(obs.float())
 
 
-def _over_images(net, pixels: torch.Tensor) -> torch.Tensor:
-    """Apply a conv net to ``[*batch, C, H, W]`` pixels (uint8 scaled to [0, 1] here)."""
+def _over_images(net, pixels: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Apply a conv net to ``[*batch, C, H, W]`` pixels (uint8 scaled to [0, 1] here).
+
+    With ``autocast_dtype`` the net runs under autocast and its output comes back in fp32.
+    """
     lead = pixels.shape[:-3]
     x = pixels.reshape(-1, *pixels.shape[-3:])
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
-    return net(x).reshape(*lead, -1)
+    if autocast_dtype is None:
+        return net(x).reshape(*lead, -1)
+    with torch.autocast(x.device.type, dtype=autocast_dtype):
+        out = net(x)
+    return out.float().reshape(*lead, -1)
+
+
+INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def set_inference_precision(module: nn.Module, precision: str) -> nn.Module:
+    """Run the pixel torsos in ``module`` under bf16 autocast (``bf16-mixed``) or in fp32 (``32-true``).
+
+    For the actors' copy of the policy: the torso's output (and so the logits, the sampled
+    action and its log-probability) stays fp32; the weights and their names are unchanged,
+    so weight sync is unaffected. The MLP torso always runs in fp32.
+    """
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"data.actor_precision: {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
+    for torso in module.modules():
+        if isinstance(torso, (NatureCNN, ResNetTorso)):
+            torso.autocast_dtype = torch.bfloat16 if precision == "bf16-mixed" else None
+    return module
 
 
 def make_torso(network: str, obs_shape: tuple[int, ...]) -> nn.Module:

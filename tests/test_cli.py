@@ -103,6 +103,7 @@ def test_print_config_round_trips(tmp_path) -> None:
         (["--data.actors=slurm"], "data.actors: 'slurm' is not one of local, ray"),
         (["--data.actors=ray", "--data.ray_address=head"], "data.ray_address: 'head' is not local, auto, host:port"),
         (["--data.actor_device=tpu"], "data.actor_device: 'tpu' is not one of cpu, cuda, cuda:N"),
+        (["--data.actor_precision=fp16"], "data.actor_precision: 'fp16' is not one of 32-true, bf16-mixed"),
         pytest.param(
             ["--data.actor_device=cuda"],
             "data.actor_device: 'cuda' needs a CUDA GPU and none is visible (use cpu)",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from impala_lit.networks import NatureCNN, ResNetTorso, make_actor_critic
+from impala_lit.networks import NatureCNN, ResNetTorso, make_actor_critic, set_inference_precision
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -50,3 +50,30 @@ def test_pixels_are_scaled_inside_the_network() -> None:
 def test_wrong_network_for_the_observations_is_one_clear_line() -> None:
     with pytest.raises(ValueError, match=r"^model.network: 'mlp' needs vector observations"):
         make_actor_critic("mlp", (4, 84, 84), 6)
+
+
+@pytest.mark.parametrize("network", ["shallow", "deep"])
+def test_bf16_actor_inference_keeps_weights_and_fp32_log_probs(network: str) -> None:
+    torch.manual_seed(0)
+    learner = make_actor_critic(network, (4, 84, 84), 6)
+    for param in learner.parameters():  # away from the near-uniform initial policy
+        param.data.add_(torch.randn_like(param) * 0.02)
+    obs = torch.randint(0, 256, (16, 4, 84, 84), dtype=torch.uint8)
+    actors = set_inference_precision(make_actor_critic(network, (4, 84, 84), 6), "bf16-mixed")
+    # same parameter names: the learner's weights load into the actors' copy as weight sync does
+    weights = TensorDict.from_module(learner).data
+    assert set(TensorDict.from_module(actors).keys(True, True)) == set(weights.keys(True, True))
+    weights.to_module(actors)
+
+    def logits(operator) -> torch.Tensor:
+        td = operator.module[0](TensorDict(observation=obs, batch_size=[16]))  # the torso
+        return operator.get_policy_head().get_dist_params(td)["logits"]
+
+    exact, approx = torch.log_softmax(logits(learner), -1), torch.log_softmax(logits(actors), -1)
+    assert approx.dtype == torch.float32
+    assert not torch.equal(approx, exact)  # it did run in bf16
+    assert (approx - exact).abs().max() < 0.05  # importance ratios off by < 5%
+    sampled = actors.get_policy_operator()(TensorDict(observation=obs, batch_size=[16]))
+    assert sampled["action_log_prob"].dtype == torch.float32
+    with pytest.raises(ValueError, match=r"data.actor_precision: 'fp16' is not one of 32-true, bf16-mixed"):
+        set_inference_precision(actors, "fp16")

@@ -154,6 +154,7 @@ def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
             "--data.envs_per_worker=4",
             "--data.batch_size=8",
             "--trainer.precision=bf16-mixed",
+            "--data.actor_precision=bf16-mixed",
             "--trainer.log_every_n_steps=2",
         ],  # fmt: skip
         tmp_path,
@@ -165,6 +166,10 @@ def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
     assert frames[-1].value == 6 * 8 * 20 * 4  # Atari frames: agent steps x frame skip 4
     loss = client.get_metric_history(mlflow_run.info.run_id, "loss/total")
     assert all(math.isfinite(m.value) for m in loss)
+    assert mlflow_run.data.params["data.actor_precision"] == "bf16-mixed"
+    # the actors' bf16 log-probabilities agree with the learner's: importance ratios near 1
+    rho = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "vtrace/rho_mean")]
+    assert all(0.95 < r < 1.05 for r in rho), rho
     assert (run.checkpoints / "last.ckpt").exists()
 
 
