@@ -11,7 +11,7 @@ from tensordict import TensorDict
 
 from impala_lit.actors import ACTOR_BACKENDS, RolloutStream
 from impala_lit.envs import EnvSpec, check_env_id, is_atari
-from impala_lit.networks import INFERENCE_PRECISIONS
+from impala_lit.networks import check_inference_precision
 
 BACKENDS = ("gymnasium", "ale_vector")
 
@@ -118,10 +118,7 @@ class ImpalaDataModule(pl.LightningDataModule):
         if not (ray_address in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d+", ray_address)):
             raise ValueError(f"data.ray_address: {ray_address!r} is not local, auto, host:port or ray://host:port")
         check_actor_device(actor_device, actors)
-        if actor_precision not in INFERENCE_PRECISIONS:
-            raise ValueError(
-                f"data.actor_precision: {actor_precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}"
-            )
+        check_inference_precision(actor_precision)
         if max_actor_restarts < 0:
             raise ValueError(f"data.max_actor_restarts: must be >= 0, got {max_actor_restarts}")
         if not 0.0 <= sticky_actions < 1.0:

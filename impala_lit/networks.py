@@ -118,6 +118,12 @@ def _over_images(net, pixels: torch.Tensor, autocast_dtype: torch.dtype | None =
 INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
 
 
+def check_inference_precision(precision: str) -> None:
+    """Reject an actor precision other than ``INFERENCE_PRECISIONS``, in one line."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"data.actor_precision: {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
+
+
 def set_inference_precision(module: nn.Module, precision: str) -> nn.Module:
     """Run the pixel torsos in ``module`` under bf16 autocast (``bf16-mixed``) or in fp32 (``32-true``).
 
@@ -125,8 +131,7 @@ def set_inference_precision(module: nn.Module, precision: str) -> nn.Module:
     action and its log-probability) stays fp32; the weights and their names are unchanged,
     so weight sync is unaffected. The MLP torso always runs in fp32.
     """
-    if precision not in INFERENCE_PRECISIONS:
-        raise ValueError(f"data.actor_precision: {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
+    check_inference_precision(precision)
     for torso in module.modules():
         if isinstance(torso, (NatureCNN, ResNetTorso)):
             torso.autocast_dtype = torch.bfloat16 if precision == "bf16-mixed" else None
