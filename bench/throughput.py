@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from impala_lit import EnvSpec, ImpalaModule  # noqa: E402
 from impala_lit.actors import RolloutStream  # noqa: E402
+from recipes.pong import DEFAULTS as PONG  # noqa: E402
 
 
 def _env_worker(spec: EnvSpec, num_envs: int, seconds: float, queue) -> None:
@@ -191,11 +192,11 @@ def main() -> None:
     parser.add_argument("--unroll-length", dest="unroll_length", type=int, default=20)
     parser.add_argument("--network", default="shallow")
     parser.add_argument("--backend", default="ale_vector", choices=["gymnasium", "ale_vector"])
-    parser.add_argument("--precision", default="bf16-mixed", help="learner precision for learner_fps and end_to_end")
+    parser.add_argument("--precision", default=PONG["trainer.precision"], help="learner precision (end to end)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the learner runs")
     parser.add_argument("--actor-device", dest="actor_device", default="cpu", choices=["cpu", "cuda"],
                         help="where the actors run the policy (data.actor_device)")  # fmt: skip
-    parser.add_argument("--actor-precision", dest="actor_precision", default="32-true",
+    parser.add_argument("--actor-precision", dest="actor_precision", default=PONG["data.actor_precision"],
                         choices=["32-true", "bf16-mixed"], help="data.actor_precision")  # fmt: skip
     args = parser.parse_args()
     spec = EnvSpec("ALE/Pong-v5", backend=args.backend)

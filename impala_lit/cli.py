@@ -47,8 +47,13 @@ def fastest_precision() -> str:
     """
     if torch.cuda.is_available():
         return "32-true"
-    native_bf16 = [getattr(torch.cpu, f"_is_{name}_supported", None) for name in ("avx512_bf16", "amx_tile")]
-    return "bf16-mixed" if any(probe is not None and probe() for probe in native_bf16) else "32-true"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), not by emulation."""
+    probes = [getattr(torch.cpu, f"_is_{name}_supported", None) for name in ("avx512_bf16", "amx_tile")]
+    return any(probe is not None and probe() for probe in probes)
 
 
 class MLflowSaveConfig(SaveConfigCallback):

@@ -46,6 +46,7 @@ HYPERPARAMETERS = {
     "--trainer.gradient_clip_val": "40.0",
     # the Pong recipe picks the precision that measured fastest on this kind of machine
     "--trainer.precision": "bf16-mixed" if native_bf16_cpu() and not torch.cuda.is_available() else "32-true",
+    "--data.actor_precision": "bf16-mixed" if native_bf16_cpu() else "32-true",
     "--trainer.max_steps": "-1",
     "--ckpt_path": "null",
 }
