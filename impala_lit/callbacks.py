@@ -145,6 +145,8 @@ class DataWaitMonitor(Callback):
     ``time/data_wait_frac``: share of the learner's wall time spent between steps (waiting for the
     next batch, and the hooks in between); 0 means the learner never waits. ``time/step_s``: mean
     duration of one step (forward, V-trace, backward, optimizer, weights sent).
+    Lightning's profilers time the same fetch (``train_dataloader_next``) but report it only at
+    the end of ``fit``; this makes it a metric of the run, visible while it trains.
     """
 
     def __init__(self, window: int = 20) -> None:
