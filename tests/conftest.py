@@ -13,6 +13,8 @@ import mlflow
 import psutil
 import pytest
 
+from impala_lit.curves import load_curve
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,15 +48,9 @@ class RecipeRun:
 
     def return_reached(self, experiment: str, threshold: float, label: str) -> ReturnReached:
         """Read the only run's frames and mean returns from MLflow; prints one line for the CI log."""
-        client, run_id = self.client(), self.only_run(experiment).info.run_id
-        frames = {m.step: m.value for m in client.get_metric_history(run_id, "frames")}
-        returns = sorted(client.get_metric_history(run_id, "episode/return"), key=lambda m: m.step)
-        reached = next((m for m in returns if m.value >= threshold), None)
-        result = ReturnReached(
-            frames=frames[reached.step] if reached else None,
-            best=max(m.value for m in returns),
-            max_frames=max(frames.values()),
-        )
+        curve = load_curve(self.client(), self.only_run(experiment).info.run_id)
+        reached = curve.first_reached(threshold)
+        result = ReturnReached(frames=reached[0] if reached else None, best=curve.best, max_frames=curve.frames[-1])
         at = "never" if result.frames is None else f"{result.frames:.0f} frames"
         print(f"{label}: best 100-game mean {result.best:.1f}; >= {threshold}: {at} (run: {result.max_frames:.0f} "
               f"frames, {self.seconds:.0f} s)")  # fmt: skip
