@@ -12,6 +12,7 @@ from tensordict import TensorDict
 from impala_lit.actors import ACTOR_BACKENDS, RolloutStream
 from impala_lit.envs import EnvSpec, check_env_id, is_atari
 from impala_lit.networks import check_inference_precision
+from impala_lit.replay import ReplayMixedStream, RolloutReplay
 
 BACKENDS = ("gymnasium", "ale_vector")
 
@@ -66,6 +67,13 @@ class ImpalaDataModule(pl.LightningDataModule):
             and rollouts come back on the CPU, weights are shared over CUDA IPC).
         actor_precision: ``32-true`` or ``bf16-mixed`` (the actors' pixel torso under bf16
             autocast; logits and log-probabilities stay fp32).
+        replay_ratio: share of each learner batch replayed from a buffer of recent rollouts, in
+            [0, 1): 0.5 appends ``batch_size`` older rollouts to the ``batch_size`` fresh ones
+            (``impala_lit.replay``; the buffer is not checkpointed, a resumed run starts it empty).
+        replay_capacity: rollouts the replay buffer holds (the oldest go first).
+        replay_prioritized: draw replayed rollouts by their V-trace error instead of uniformly.
+        replay_alpha: priority exponent (prioritized replay).
+        replay_beta: importance-weight exponent (prioritized replay; 0: no loss weights).
     """
 
     def __init__(
@@ -88,6 +96,11 @@ class ImpalaDataModule(pl.LightningDataModule):
         ray_address: str = "local",
         actor_device: str = "cpu",
         actor_precision: str = "32-true",
+        replay_ratio: float = 0.0,
+        replay_capacity: int = 1024,
+        replay_prioritized: bool = False,
+        replay_alpha: float = 0.6,
+        replay_beta: float = 0.4,
     ):
         super().__init__()
         check_env_id(env_id)
@@ -123,6 +136,16 @@ class ImpalaDataModule(pl.LightningDataModule):
             raise ValueError(f"data.max_actor_restarts: must be >= 0, got {max_actor_restarts}")
         if not 0.0 <= sticky_actions < 1.0:
             raise ValueError(f"data.sticky_actions: must be in [0, 1), got {sticky_actions}")
+        if not 0.0 <= replay_ratio < 1.0:
+            raise ValueError(
+                f"data.replay_ratio: must be in [0, 1) (the replayed share of a batch), got {replay_ratio}"
+            )
+        if replay_ratio > 0 and replay_capacity < batch_size:
+            raise ValueError(f"data.replay_capacity: must be >= data.batch_size ({batch_size}), got {replay_capacity}")
+        if replay_alpha < 0:
+            raise ValueError(f"data.replay_alpha: must be >= 0, got {replay_alpha}")
+        if not 0.0 <= replay_beta <= 1.0:
+            raise ValueError(f"data.replay_beta: must be in [0, 1], got {replay_beta}")
         self.save_hyperparameters()
         self.env = EnvSpec(
             env_id=env_id,
@@ -139,6 +162,7 @@ class ImpalaDataModule(pl.LightningDataModule):
         self.num_actions: int = int(probe.action_spec.space.n)
         probe.close()
         self.stream: RolloutStream | None = None
+        self.replay: RolloutReplay | None = None
 
     @property
     def frames_per_batch(self) -> int:
@@ -146,7 +170,7 @@ class ImpalaDataModule(pl.LightningDataModule):
         hp = self.hparams
         return hp.batch_size * hp.unroll_length * self.env.frames_per_step
 
-    def train_dataloader(self) -> RolloutStream:
+    def train_dataloader(self) -> RolloutStream | ReplayMixedStream:
         # Called after checkpoint restore: the actors start from the restored weights.
         module = self.trainer.lightning_module
         hp = self.hparams
@@ -169,7 +193,12 @@ class ImpalaDataModule(pl.LightningDataModule):
             actor_device=hp.actor_device,
             actor_precision=hp.actor_precision,
         )
-        return self.stream
+        if not hp.replay_ratio:
+            return self.stream
+        self.replay = RolloutReplay(
+            hp.replay_ratio, hp.replay_capacity, hp.replay_prioritized, hp.replay_alpha, hp.replay_beta
+        )
+        return ReplayMixedStream(self.stream, self.replay)
 
     def update_actor_weights(self, weights: TensorDict) -> None:
         """Send the learner's policy weights to the actors."""

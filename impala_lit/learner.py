@@ -44,11 +44,19 @@ class ImpalaModule(pl.LightningModule):
         c_thresh: V-trace c-bar, clips the trace coefficients.
         baseline_cost: weight of the baseline loss ``0.5 * sum (v_s - V(x_s))^2``.
         entropy_cost: weight of the entropy bonus.
-        lr: RMSProp learning rate.
+        lr: learning rate.
+        optimizer: ``rmsprop`` (the paper's; ``rms_alpha``, ``rms_eps``) or ``adam`` (RLlib's and
+            moolib's; ``adam_eps``).
         rms_alpha: RMSProp decay.
         rms_eps: RMSProp epsilon.
-        lr_decay: decay the learning rate linearly to 0 over the frame budget
-            (``max_frames``, else ``trainer.max_steps``).
+        adam_eps: Adam epsilon.
+        loss_reduction: ``sum`` the loss terms over batch and time (the reference code's scale,
+            which the paper's RMSProp learning rate, epsilon and gradient clip were tuned for) or
+            take their ``mean``.
+        lr_decay: decay the learning rate linearly to 0 over ``lr_decay_frames``.
+        lr_decay_frames: frames over which the learning rate decays to 0 (emulator frames);
+            default: the frame budget ``max_frames``, else ``trainer.max_steps``. A horizon
+            longer than the budget leaves the rate above 0 when training stops.
         max_frames: frame budget (emulator frames); training stops when it is spent.
         max_nonfinite_updates: a non-finite loss or gradient skips the update (counted in
             ``faults/skipped_updates``); this many in a row stop the run with ``NonFiniteError``.
@@ -65,9 +73,13 @@ class ImpalaModule(pl.LightningModule):
         baseline_cost: float = 0.5,
         entropy_cost: float = 0.01,
         lr: float = 6e-4,
+        optimizer: str = "rmsprop",
         rms_alpha: float = 0.99,
         rms_eps: float = 0.01,
+        adam_eps: float = 1e-8,
+        loss_reduction: str = "sum",
         lr_decay: bool = True,
+        lr_decay_frames: int | None = None,
         max_frames: int | None = None,
         max_nonfinite_updates: int = 10,
     ):
@@ -75,13 +87,21 @@ class ImpalaModule(pl.LightningModule):
         for name, value in [("discount", discount), ("rms_alpha", rms_alpha)]:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"model.{name}: must be in [0, 1], got {value}")
-        for name, value in [("lr", lr), ("rho_thresh", rho_thresh), ("c_thresh", c_thresh), ("rms_eps", rms_eps)]:
+        positive = [("lr", lr), ("rho_thresh", rho_thresh), ("c_thresh", c_thresh), ("rms_eps", rms_eps)]
+        for name, value in [*positive, ("adam_eps", adam_eps)]:
             if not value > 0:
                 raise ValueError(f"model.{name}: must be positive, got {value}")
+        for name, value, allowed in [
+            ("optimizer", optimizer, ("rmsprop", "adam")),
+            ("loss_reduction", loss_reduction, ("sum", "mean")),
+        ]:
+            if value not in allowed:
+                raise ValueError(f"model.{name}: {value!r} is not one of {', '.join(allowed)}")
         if max_nonfinite_updates < 1:
             raise ValueError(f"model.max_nonfinite_updates: must be a positive integer, got {max_nonfinite_updates}")
-        if max_frames is not None and max_frames < 1:
-            raise ValueError(f"model.max_frames: must be a positive integer or null, got {max_frames}")
+        for name, value in [("max_frames", max_frames), ("lr_decay_frames", lr_decay_frames)]:
+            if value is not None and value < 1:
+                raise ValueError(f"model.{name}: must be a positive integer or null, got {value}")
         self.save_hyperparameters()
         self.actor_critic = make_actor_critic(network, tuple(observation_shape), num_actions)
         self.vtrace = TakenActionVTrace(gamma=discount, rho_thresh=rho_thresh, c_thresh=c_thresh)
@@ -144,18 +164,29 @@ class ImpalaModule(pl.LightningModule):
         return batch
 
     # -- loss --------------------------------------------------------------------------------
+    def reduce_term(self, per_step: torch.Tensor, batch: TensorDictBase) -> torch.Tensor:
+        """A loss term over batch and time: its sum (the reference code's scale) or mean (``loss_reduction``).
+
+        Steps are weighted by the batch's ``sample_weight`` where it has one (prioritized replay).
+        """
+        weight = batch.get("sample_weight", None)
+        if weight is not None:
+            per_step = per_step * weight.reshape(per_step.shape)
+        return per_step.sum() if self.hparams.loss_reduction == "sum" else per_step.mean()
+
     def loss(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """IMPALA's loss on a batch from ``compute_advantages``; ``"loss"`` is optimised.
 
-        Sums over batch and time, as the reference implementation does: the paper's
-        learning rate, RMSProp epsilon and gradient clip are tuned for that scale.
+        Each term is reduced over batch and time by ``reduce_term``: summed by default, as the
+        reference implementation does (the paper's RMSProp settings are tuned for that scale).
         """
         hp = self.hparams
         log_probs = torch.log_softmax(batch["logits"], -1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        policy = -(batch["advantage"].squeeze(-1) * batch["learner_log_prob"]).sum()
-        baseline = hp.baseline_cost * 0.5 * (batch["value_target"] - batch["state_value"]).pow(2).sum()
-        entropy_loss = -hp.entropy_cost * entropy.sum()
+        policy = -self.reduce_term(batch["advantage"].squeeze(-1) * batch["learner_log_prob"], batch)
+        baseline = self.reduce_term((batch["value_target"] - batch["state_value"]).pow(2), batch)
+        baseline = hp.baseline_cost * 0.5 * baseline
+        entropy_loss = -hp.entropy_cost * self.reduce_term(entropy, batch)
         return {
             "loss": policy + baseline + entropy_loss,
             "policy": policy,
@@ -170,6 +201,9 @@ class ImpalaModule(pl.LightningModule):
     def _train_on(self, batch: TensorDictBase, new_steps: int | None = None) -> torch.Tensor | None:
         """V-trace, loss and logging on ``batch``; the loss to optimise, or ``None`` to skip the update."""
         batch = self.compute_advantages(batch)
+        replay = getattr(self.trainer.datamodule, "replay", None) if self._trainer is not None else None
+        if replay is not None:
+            replay.update_priorities(batch)
         terms = self.loss(batch)
         # DDP: the global loss, so that all learners skip together (else the gradient all-reduce waits forever)
         if not torch.isfinite(self._log_training(batch, terms, new_steps)):
@@ -230,16 +264,22 @@ class ImpalaModule(pl.LightningModule):
         datamodule = self.trainer.datamodule
         return datamodule.env.frames_per_step if datamodule is not None and hasattr(datamodule, "env") else 1
 
+    @staticmethod
+    def fresh_steps(batch: TensorDictBase) -> int:
+        """Agent steps of ``batch`` that come from the actors, not from the replay buffer."""
+        replayed = batch.get("replayed", None)
+        return batch.numel() - (int(replayed.sum()) if replayed is not None else 0)
+
     def _log_training(
         self, batch: TensorDictBase, terms: dict[str, torch.Tensor], new_steps: int | None = None
     ) -> torch.Tensor:
-        """Log the step's metrics; ``new_steps`` agent steps (default: the batch's) were not seen before.
+        """Log the step's metrics; ``new_steps`` agent steps (default: the batch's fresh ones) were not seen before.
 
         Returns the loss averaged over all learners (non-finite if any learner's is).
         """
         world = self._world_size()
         # global: every learner consumes a batch of the same size per step
-        self.frames += (batch.numel() if new_steps is None else new_steps) * self._frames_per_step() * world
+        self.frames += (self.fresh_steps(batch) if new_steps is None else new_steps) * self._frames_per_step() * world
         now = time.perf_counter()
         self._fps_window.append((now, self.frames))
         metrics = {f"loss/{k}" if k != "loss" else "loss/total": v.detach() for k, v in terms.items()}
@@ -248,8 +288,15 @@ class ImpalaModule(pl.LightningModule):
             metrics["vtrace/rho_mean"] = rho.mean()
             metrics["vtrace/rho_clipped_frac"] = (rho > self.hparams.rho_thresh).float().mean()
             metrics["vtrace/value_target_mean"] = batch["value_target"].mean()
-            behaviour_version = batch["policy_version"].float().mean()
-        metrics["policy_lag"] = self.policy_version - behaviour_version
+            behaviour_version = batch["policy_version"].float()
+            replayed = batch.get("replayed", None)
+            if replayed is not None:
+                # 0 until the buffer has rollouts (the first step): DDP reduces the same keys on every rank
+                lag = self.policy_version - behaviour_version[replayed].mean() if replayed.any() else 0.0
+                metrics["replay/share"] = replayed.float().mean()
+                metrics["replay/policy_lag"] = lag
+                behaviour_version = behaviour_version[~replayed]
+        metrics["policy_lag"] = self.policy_version - behaviour_version.mean()  # of the actors' fresh rollouts
         metrics["frames"] = float(self.frames)
         stream = getattr(self.trainer.datamodule, "stream", None) if self._trainer is not None else None
         metrics["lr"] = self.optimizers().param_groups[0]["lr"] if self._trainer is not None else 0.0
@@ -280,7 +327,10 @@ class ImpalaModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.RMSprop(self.parameters(), lr=hp.lr, alpha=hp.rms_alpha, eps=hp.rms_eps)
+        if hp.optimizer == "adam":
+            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.adam_eps)
+        else:
+            optimizer = torch.optim.RMSprop(self.parameters(), lr=hp.lr, alpha=hp.rms_alpha, eps=hp.rms_eps)
         total_steps = self._decay_steps()
         if not hp.lr_decay or total_steps is None:
             return optimizer
@@ -288,11 +338,12 @@ class ImpalaModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _decay_steps(self) -> int | None:
-        if self.hparams.max_frames is not None:
+        horizon = self.hparams.lr_decay_frames or self.hparams.max_frames
+        if horizon is not None:
             datamodule = self.trainer.datamodule
             frames_per_batch = getattr(datamodule, "frames_per_batch", None)
             if frames_per_batch:
-                return math.ceil(self.hparams.max_frames / (frames_per_batch * self._world_size()))
+                return math.ceil(horizon / (frames_per_batch * self._world_size()))
         max_steps = self.trainer.max_steps if self._trainer is not None else -1
         return max_steps if max_steps > 0 else None
 

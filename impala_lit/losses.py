@@ -56,7 +56,7 @@ class APPOModule(ImpalaModule):
         if self._update % minibatches == 0:  # a new epoch: reshuffle the rollouts
             self._order = torch.randperm(batch.shape[0], device=batch.device)
         rows = self._order.chunk(minibatches)[self._update % minibatches]
-        return self._train_on(batch[rows], new_steps=batch.numel() if self._update == 0 else 0)
+        return self._train_on(batch[rows], new_steps=self.fresh_steps(batch) if self._update == 0 else 0)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         """``num_epochs x num_minibatches`` optimizer steps on this batch, then the weights to the actors.
@@ -80,7 +80,7 @@ class APPOModule(ImpalaModule):
             if self.hparams.normalize_advantage:
                 advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
         surrogate = torch.min(ratio * advantage, ratio.clamp(1.0 - eps, 1.0 + eps) * advantage)
-        policy = -surrogate.sum()
+        policy = -self.reduce_term(surrogate, batch)
         terms["loss"] = terms["loss"] - terms["policy"] + policy
         terms["policy"] = policy
         terms["clip_fraction"] = ((ratio - 1.0).abs() > eps).float().mean().detach()

@@ -20,7 +20,7 @@ class NormalizedAdvantageImpala(ImpalaModule):
         terms = super().loss(batch)
         advantage = batch["advantage"].squeeze(-1)
         advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
-        policy = -(advantage * batch["learner_log_prob"]).sum()
+        policy = -self.reduce_term(advantage * batch["learner_log_prob"], batch)
         terms["loss"] = terms["loss"] - terms["policy"] + policy
         terms["policy"] = policy
         terms["advantage_std"] = batch["advantage"].std()
@@ -77,3 +77,32 @@ def test_appo_makes_epochs_x_minibatches_updates_per_batch(tmp_path) -> None:
     assert ckpt["impala"]["frames"] == 3 * 32 * 20 and ckpt["impala"]["policy_version"] == 3  # weights sent per batch
     steps = {int(state["step"]) for state in ckpt["optimizer_states"][0]["state"].values()}
     assert steps == {3 * 2 * 4}  # RMSProp stepped once per minibatch update
+
+
+def test_mean_reduction_divides_every_term_by_the_steps_in_the_batch() -> None:
+    torch.manual_seed(0)
+    summed = ImpalaModule(observation_shape=(5,), num_actions=3, network="mlp")
+    averaged = ImpalaModule(observation_shape=(5,), num_actions=3, network="mlp", loss_reduction="mean")
+    averaged.load_state_dict(summed.state_dict())
+    batch = off_policy_batch()
+    by_sum = summed.loss(summed.compute_advantages(batch.clone()))
+    by_mean = averaged.loss(averaged.compute_advantages(batch.clone()))
+    for term in ("policy", "baseline", "entropy", "loss"):
+        assert by_mean[term].item() == pytest.approx(by_sum[term].item() / batch.numel(), rel=1e-5)
+
+
+def test_adam_with_a_learning_rate_decayed_over_its_own_horizon(tmp_path) -> None:
+    steps, horizon_steps = 6, 100  # CartPole: 32 x 20 frames per step
+    args = ["fit", f"--trainer.max_steps={steps}", "--trainer.log_every_n_steps=1", "--eval.every_n_steps=0",
+            "--model.optimizer=adam", "--model.adam_eps=1e-5", "--model.loss_reduction=mean", "--model.lr=0.001",
+            f"--model.lr_decay_frames={horizon_steps * 32 * 20}", "--model.max_frames=1000000"]  # fmt: skip
+    run = run_recipe("cartpole", args, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    client, run_id = run.client(), run.only_run("cartpole").info.run_id
+    lr = [m.value for m in sorted(client.get_metric_history(run_id, "lr"), key=lambda m: m.step)]
+    assert lr == pytest.approx([0.001 * (1 - k / horizon_steps) for k in range(steps)])
+    ckpt = torch.load(run.checkpoints / "last.ckpt", weights_only=True)
+    (state,) = ckpt["optimizer_states"]
+    assert state["param_groups"][0]["eps"] == 1e-5 and "exp_avg_sq" in next(iter(state["state"].values()))
+    params = client.get_run(run_id).data.params
+    assert params["model.optimizer"] == "adam" and params["model.loss_reduction"] == "mean"
