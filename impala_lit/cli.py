@@ -280,6 +280,15 @@ class ImpalaCLI(LightningCLI):
             if theirs[name] is not None and value is not None and theirs[name] != value:
                 hint = f"set --{name} {theirs[name]}"
                 _fail(f"{name}: is {value!r} but {path} was trained with {theirs[name]!r} ({hint})")
+        # other data settings may change on resume (more actors, another batch): say which did,
+        # e.g. a recipe default that changed since the checkpoint was written
+        saved_data = saved.get("datamodule_hyper_parameters", {})
+        changed = [f"data.{key} {config.get(f'data.{key}')!r} (checkpoint: {saved_data[key]!r})"
+                   for key in sorted(saved_data)
+                   if key != "env_id" and config.get(f"data.{key}", saved_data[key]) != saved_data[key]]  # fmt: skip
+        if changed and self.config.get("subcommand") == "fit":
+            print(f"warning: resuming with other data settings than {path} was trained with: {', '.join(changed)}",
+                  file=sys.stderr)  # fmt: skip
 
     def _configure_mlflow(self, config: ConfigNamespace, saved: dict | None) -> None:
         """Run name and tags for a new run; the checkpoint's run id for a resumed one."""

@@ -103,21 +103,22 @@ class RolloutReplay:
     def mix(self, batch: TensorDictBase) -> TensorDictBase:
         """``batch`` (fresh, into the buffer) followed by rollouts replayed from before it.
 
-        Adds ``replayed`` (bool) and ``sample_weight`` entries ``[B, T]``, and with priorities
-        each rollout's buffer ``index``; until the buffer holds enough rollouts, fewer (or none)
-        are replayed.
+        Adds a ``replayed`` (bool) entry ``[B, T]``, and with priorities each rollout's buffer
+        ``index`` and its importance weight ``sample_weight`` (1 for the fresh ones). Until the
+        buffer holds enough rollouts, fewer (or none) are replayed.
         """
         wanted = min(self.replayed_per_batch(batch.shape[0]), len(self.buffer))
         old = self.buffer.sample(wanted) if wanted else None  # drawn before the fresh rollouts go in
         index = self.buffer.extend(batch)
         batch.set("replayed", torch.zeros(batch.shape, dtype=torch.bool))
-        batch.set("sample_weight", torch.ones(batch.shape))
         if self.prioritized:
             batch.set("index", index.unsqueeze(-1).expand(batch.shape))
+            batch.set("sample_weight", torch.ones(batch.shape))
         if old is None:
             return batch
         old.set("replayed", torch.ones(old.shape, dtype=torch.bool))
-        old.set("sample_weight", old.get("priority_weight") if self.prioritized else torch.ones(old.shape))
+        if self.prioritized:
+            old.set("sample_weight", old.get("priority_weight"))
         return torch.cat([batch, old.select(*batch.keys(True, True))], 0)
 
     def update_priorities(self, batch: TensorDictBase) -> None:

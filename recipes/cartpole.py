@@ -20,7 +20,7 @@ DEFAULTS = {
     "model.lr": 0.01,
     # The losses are summed (the paper's scale) and the torso is shared: at 0.5 the baseline's
     # gradient (returns up to ~100 here, not Atari's clipped rewards) swamps the policy's.
-    # Measured (bench/cartpole_runs.py): 0.5 -> 450 in 4 of 5 seeds, 0.25 -> 3 of 4,
+    # Measured (bench/cartpole_runs.py, now bench/compare_runs.py): 0.5 -> 450 in 4 of 5 seeds, 0.25 -> 3 of 4,
     # 0.1 -> 10 of 10 (seeds 0-9), at 154k-454k frames (BENCHMARKS.md).
     "model.baseline_cost": 0.1,
 }

@@ -24,7 +24,7 @@ HYPERPARAMETERS = {
     "--data.env_id": "ALE/Pong-v5",
     "--data.num_workers": "2",
     "--data.envs_per_worker": "32",
-    "--data.unroll_length": "20",
+    "--data.unroll_length": "10",
     "--data.batch_size": "32",
     "--data.frame_skip": "4",
     "--data.noop_max": "30",
@@ -37,12 +37,19 @@ HYPERPARAMETERS = {
     "--model.rho_thresh": "1.0",
     "--model.c_thresh": "1.0",
     "--model.baseline_cost": "0.5",
-    "--model.entropy_cost": "0.01",
+    "--model.entropy_cost": "0.0006",
     "--model.lr": "0.0006",
     "--model.rms_alpha": "0.99",
     "--model.rms_eps": "0.01",
-    "--model.lr_decay": "True",
-    "--model.max_frames": "20000000",
+    "--model.optimizer": "rmsprop",
+    "--model.adam_eps": "1e-08",
+    "--model.loss_reduction": "sum",
+    "--model.lr_decay": "False",
+    "--model.lr_decay_frames": "null",
+    "--model.max_frames": "22000000",
+    "--data.replay_ratio": "0.0",
+    "--data.replay_capacity": "1024",
+    "--data.replay_prioritized": "False",
     "--trainer.gradient_clip_val": "40.0",
     # the Pong recipe picks the precision that measured fastest on this kind of machine
     "--trainer.precision": "bf16-mixed" if native_bf16_cpu() and not torch.cuda.is_available() else "32-true",
@@ -127,11 +134,17 @@ def test_bad_settings_fail_in_one_line(tmp_path, args: list[str], expected: str,
 def test_ckpt_path_last_resumes_from_a_relative_checkpoint_folder(tmp_path) -> None:
     first = run_recipe("cartpole", ["fit", "--trainer.max_steps=3", "--checkpoint.dirpath=rel"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
+    # resuming with a data setting that differs from the checkpoint's (as a changed recipe default
+    # would, e.g. Pong's unroll 20 -> 10) works and says so in one line
     again = run_recipe(
-        "cartpole", ["fit", "--trainer.max_steps=5", "--checkpoint.dirpath=rel", "--ckpt_path=last"], tmp_path
+        "cartpole",
+        ["fit", "--trainer.max_steps=5", "--checkpoint.dirpath=rel", "--ckpt_path=last", "--data.unroll_length=10"],
+        tmp_path,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Restored all states from the checkpoint at rel/last.ckpt" in again.stdout + again.stderr
+    warnings = [line for line in again.stderr.splitlines() if line.startswith("warning: resuming with other data")]
+    assert len(warnings) == 1 and warnings[0].endswith("data.unroll_length 10 (checkpoint: 20)"), again.stderr[-2000:]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ STOP_AT_450 = ["--trainer.callbacks+=impala_lit.callbacks.StopAtReturn", "--trai
 @pytest.mark.slow
 def test_cartpole_reaches_450_within_500k_frames(tmp_path, no_stray_workers) -> None:
     # Issue 2's target. The default recipe reached it in 10 of 10 seeds at 154k-454k frames
-    # (bench/cartpole_runs.py, BENCHMARKS.md); it stops at 450 here to save CI time.
+    # (bench/compare_runs.py, BENCHMARKS.md); it stops at 450 here to save CI time.
     run = run_recipe("cartpole", ["fit", "--eval.every_n_steps=0", *STOP_AT_450], tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     mlflow_run = run.only_run("cartpole")
