@@ -55,7 +55,7 @@ class ImpalaModule(pl.LightningModule):
             take their ``mean``.
         lr_decay: decay the learning rate linearly to 0 over ``lr_decay_frames``.
         lr_decay_frames: frames over which the learning rate decays to 0 (emulator frames);
-            default: the frame budget ``max_frames``, else ``trainer.max_steps``. A horizon
+            ``None``: the frame budget ``max_frames``, else ``trainer.max_steps``. A horizon
             longer than the budget leaves the rate above 0 when training stops.
         max_frames: frame budget (emulator frames); training stops when it is spent.
         max_nonfinite_updates: a non-finite loss or gradient skips the update (counted in
