@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from throughput import end_to_end_fps, machine  # noqa: E402
 
-from impala_lit.ray_local import RAY_ENV, local_ray_cluster  # noqa: E402
+from impala_lit.ray_local import local_ray_cluster  # noqa: E402
 
 
 def main() -> None:
@@ -46,9 +46,9 @@ def main() -> None:
     measure("local actors, 1 learner")
     for nodes in (1, 2):
         cpus = max(1, (os.cpu_count() or 2) // nodes)  # the nodes share this machine's cores
-        with local_ray_cluster(nodes, cpus, port=6390) as address:
-            ray_args = ["--data.actors=ray", f"--data.ray_address={address}"]
-            measure(f"Ray actors, {nodes}-node cluster", ray_args, RAY_ENV)
+        with local_ray_cluster(nodes, cpus) as cluster:
+            ray_args = ["--data.actors=ray", f"--data.ray_address={cluster.address}"]
+            measure(f"Ray actors, {nodes}-node cluster", ray_args, cluster.env)
     measure("local actors, 2 DDP learners", ["--trainer.devices=2", "--trainer.strategy=ddp"])
     print(json.dumps({"rows": rows, "machine": machine(), "settings": vars(args) | {"seconds": cli.seconds}}))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from impala_lit.ray_local import RAY_ENV, local_ray_cluster
+from impala_lit.ray_local import local_ray_cluster
 
 from .conftest import ROOT, run_recipe
 
@@ -41,19 +41,19 @@ def test_two_ddp_learners_stay_identical_and_count_both_frame_streams(tmp_path, 
 
 @pytest.fixture
 def ray_cluster():
-    """A real two-node Ray cluster on 127.0.0.1 (a head and one worker node, 1 CPU each); its address."""
-    with local_ray_cluster(nodes=2, cpus_per_node=1) as address:
-        yield address
+    """A real two-node Ray cluster on 127.0.0.1 (a head and one worker node, 1 CPU each)."""
+    with local_ray_cluster(nodes=2, cpus_per_node=1) as cluster:
+        yield cluster
 
 
 @pytest.mark.slow
 def test_ray_actors_on_a_two_node_cluster_train_cartpole_to_450(tmp_path, ray_cluster, no_stray_workers) -> None:
     # two actors of 1 CPU on two 1-CPU nodes: one on each node (the run would wait forever otherwise)
     config = ROOT / "recipes" / "configs" / "cartpole_appo.yaml"
-    args = ["fit", f"--config={config}", "--data.actors=ray", f"--data.ray_address={ray_cluster}",
+    args = ["fit", f"--config={config}", "--data.actors=ray", f"--data.ray_address={ray_cluster.address}",
             "--data.num_workers=2", "--eval.every_n_steps=0",
             "--trainer.callbacks+=impala_lit.callbacks.StopAtReturn", "--trainer.callbacks.threshold=450"]  # fmt: skip
-    run = run_recipe("cartpole", args, tmp_path, timeout=900, env=RAY_ENV)
+    run = run_recipe("cartpole", args, tmp_path, timeout=900, env=ray_cluster.env)
     assert run.returncode == 0, run.stderr[-3000:]
     reached = run.return_reached("cartpole", 450, "Ray actors, APPO CartPole")
     assert reached.frames is not None, f"no mean return >= 450 within the budget: {reached}"
