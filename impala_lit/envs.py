@@ -210,10 +210,11 @@ class EnvSpec:
             use_fire_reset=False,  # not part of the paper's protocol
             autoreset_mode="SameStep",  # what TorchRL's vector-env wrapper supports
         )
-        env = TransformedEnv(
-            _AleVectorWrapper(vector, categorical_action_encoding=True),
-            ExcludeTransform("env_id", "lives", "frame_number", "episode_frame_number"),
-        )
+        # TorchRL wraps a vector env in a TransformedEnv of its own: extend it, not nest it
+        env = _AleVectorWrapper(vector, categorical_action_encoding=True)
+        if not isinstance(env, TransformedEnv):
+            env = TransformedEnv(env)
+        env.append_transform(ExcludeTransform("env_id", "lives", "frame_number", "episode_frame_number"))
         env.append_transform(RewardSum(in_keys=["reward"], out_keys=["game_return"]))
         env.append_transform(StepCounter(step_count_key="game_length"))
         env.append_transform(GameOver())

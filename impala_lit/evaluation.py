@@ -76,37 +76,76 @@ def play_games(
     record: bool = False,
     max_video_frames: int = 1000,
 ) -> GameResults:
-    """Play ``episodes`` whole games with ``policy``; record the first ``max_video_frames`` of game 0."""
+    """Play ``episodes`` whole games with ``policy``; record the first ``max_video_frames`` of game 0.
+
+    The recorded game is played alone (it renders RGB frames); the others are played at once,
+    one per environment of the training backend's batched env (``ale_vector`` for Pong), with
+    one policy call per step for all of them: 10 Pong games took ~40 s one after the other,
+    the learner paused meanwhile (BENCHMARKS.md).
+    """
     spec = dataclasses.replace(env, episodic_life=False)  # the unit of evaluation is a game
-    if record:
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (CartPole's renderer) needs no screen
-    game = spec.make_gym(render_mode="rgb_array" if record else None)
     policy = copy.deepcopy(policy).cpu().float().eval()
     mode = ExplorationType.DETERMINISTIC if greedy else ExplorationType.RANDOM
-    fps = 60.0 / spec.frame_skip if is_atari(spec.env_id) else float(game.metadata.get("render_fps", 30))
     returns: list[float] = []
     lengths: list[int] = []
     frames: list[np.ndarray] = []
+    fps = 60.0 / spec.frame_skip if is_atari(spec.env_id) else 30.0
+    with torch.no_grad(), set_exploration_type(mode):
+        if record:
+            game_return, game_length, frames, fps = _play_recorded(spec, policy, seed, max_video_frames)
+            returns.append(game_return)
+            lengths.append(game_length)
+        if episodes > len(returns):
+            more_returns, more_lengths = _play_batched(spec, policy, episodes - len(returns), seed + len(returns))
+            returns += more_returns
+            lengths += more_lengths
+    return GameResults(returns, lengths, frames, fps)
+
+
+def _play_recorded(
+    spec: EnvSpec, policy: TensorDictModuleBase, seed: int, max_video_frames: int
+) -> tuple[float, int, list[np.ndarray], float]:
+    """One game in a gymnasium env that renders RGB frames; its score, length, frames and frame rate."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (CartPole's renderer) needs no screen
+    game = spec.make_gym(render_mode="rgb_array")
+    fps = 60.0 / spec.frame_skip if is_atari(spec.env_id) else float(game.metadata.get("render_fps", 30))
+    frames: list[np.ndarray] = []
     try:
-        with torch.no_grad(), set_exploration_type(mode):
-            for episode in range(episodes):
-                obs, _ = game.reset(seed=seed + episode)
-                recording = record and episode == 0
-                if recording:
-                    frames.append(_small(game.render()))
-                while True:
-                    td = TensorDict(observation=torch.as_tensor(np.asarray(obs)).unsqueeze(0), batch_size=[1])
-                    action = int(policy(td)["action"].item())
-                    obs, _, terminated, truncated, info = game.step(action)
-                    if recording and len(frames) < max_video_frames:
-                        frames.append(_small(game.render()))
-                    if terminated or truncated:
-                        returns.append(float(info["game_return"]))
-                        lengths.append(int(info["game_length"]))
-                        break
+        obs, _ = game.reset(seed=seed)
+        frames.append(_small(game.render()))
+        while True:
+            td = TensorDict(observation=torch.as_tensor(np.asarray(obs)).unsqueeze(0), batch_size=[1])
+            obs, _, terminated, truncated, info = game.step(int(policy(td)["action"].item()))
+            if len(frames) < max_video_frames:
+                frames.append(_small(game.render()))
+            if terminated or truncated:
+                return float(info["game_return"]), int(info["game_length"]), frames, fps
     finally:
         game.close()
-    return GameResults(returns, lengths, frames, fps)
+
+
+def _play_batched(spec: EnvSpec, policy: TensorDictModuleBase, games: int, seed: int) -> tuple[list, list]:
+    """``games`` games at once, one per environment of a batched env (seeds ``seed, seed + 1...``);
+    an environment whose game is over plays on until the last one ends, unscored."""
+    env = spec.make_batched(games)
+    returns: list[float | None] = [None] * games
+    lengths: list[int | None] = [None] * games
+    try:
+        env.set_seed(seed)
+        td = env.reset()
+        while any(r is None for r in returns):
+            td, next_td = env.step_and_maybe_reset(policy(td))
+            over = td.get(("next", "game_over")).reshape(-1)
+            if over.any():
+                scores = td.get(("next", "game_return")).reshape(-1)
+                steps = td.get(("next", "game_length")).reshape(-1)
+                for i in over.nonzero().reshape(-1).tolist():
+                    if returns[i] is None:
+                        returns[i], lengths[i] = float(scores[i]), int(steps[i])
+            td = next_td
+    finally:
+        env.close()
+    return returns, lengths
 
 
 class EvaluationCallback(Callback):
