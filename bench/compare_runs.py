@@ -38,7 +38,7 @@ def run_recipe(recipe: str, name: str, seed: int, args: list[str], tracking_uri:
     command = [
         sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "fit",
         f"--seed_everything={seed}", f"--data.seed={seed}",
-        f"--trainer.logger.init_args.run_name={run_name}", "--trainer.enable_progress_bar=false", *args,
+        f"--trainer.logger.init_args.run_name={run_name}", *args,
     ]  # fmt: skip
     start = time.perf_counter()
     with log.open("w") as out:

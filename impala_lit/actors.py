@@ -34,6 +34,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector
 from torchrl.weight_update import SharedMemWeightSyncScheme
 
+from impala_lit.console import quiet_actor_console
 from impala_lit.envs import EnvSpec
 from impala_lit.networks import set_inference_precision
 
@@ -53,6 +54,7 @@ def _worker_env(env: EnvSpec, num_envs: int):
     if multiprocessing.parent_process() is None:  # called in the learner (e.g. for specs): leave it alone
         return env.make_batched(num_envs)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_actor_console()
     if sys.platform == "linux":
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-from jsonargparse import ArgumentParser, DefaultHelpFormatter
+from jsonargparse import ActionYesNo, ArgumentParser, DefaultHelpFormatter
 from jsonargparse import Namespace as ConfigNamespace
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
@@ -23,19 +23,23 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from impala_lit.actors import ActorsFailedError
 from impala_lit.callbacks import EXIT_CODES, AtomicCheckpointIO, DataWaitMonitor, ImpalaCheckpoint, StopOnSignal
+from impala_lit.console import expect_warning, quiet_console
 from impala_lit.data import ImpalaDataModule
 from impala_lit.evaluation import EvaluationCallback
 from impala_lit.learner import ImpalaModule, NonFiniteError
+from impala_lit.progress import TrainingProgress
 from impala_lit.tracking import (
-    MLFLOW_DIR,
-    PROJECT_ROOT,
     ImpalaMLFlowLogger,
     MLflowRunInCheckpoint,
     default_tracking_uri,
     flatten_config,
+    mlflow_dir,
 )
 
-CHECKPOINT_DIR = Path(os.environ.get("IMPALA_LIT_CHECKPOINT_DIR", PROJECT_ROOT / "checkpoints"))
+
+def checkpoint_dir() -> Path:
+    """``$IMPALA_LIT_CHECKPOINT_DIR`` if set, else ``./checkpoints/`` of the folder the command runs in."""
+    return Path(os.environ.get("IMPALA_LIT_CHECKPOINT_DIR") or Path.cwd() / "checkpoints")
 
 
 def fastest_precision() -> str:
@@ -187,7 +191,7 @@ class ImpalaCLI(LightningCLI):
     @property
     def checkpoint_root(self) -> Path:
         """``checkpoints/<experiment>/``: one folder per run below it."""
-        return CHECKPOINT_DIR / self.experiment
+        return checkpoint_dir() / self.experiment
 
     def _parse_ckpt_path(self) -> None:
         """Resolve and check ``--ckpt_path`` before Lightning reads its hyperparameters into the config.
@@ -251,15 +255,34 @@ class ImpalaCLI(LightningCLI):
             return
         config = self.config[self.subcommand]
         checkpoint = config.get("checkpoint")
+        if checkpoint is not None and checkpoint.get("every_n_train_steps"):
+            checkpoint["train_time_interval"] = None  # a step interval replaces the time interval
+        self._configure_mlflow(config, self.saved_checkpoint if self.subcommand == "fit" else None)
+
+    def _set_seed(self) -> None:
+        """The run's folder is chosen and the console quieted first: seeding is the first thing that logs."""
+        self._assign_run_folder()
+        super()._set_seed()
+
+    def _assign_run_folder(self) -> None:
+        """``checkpoints/<experiment>/<run>/`` (or the one resumed from) holds the checkpoints and ``console.log``."""
+        if self.subcommand is None:
+            return
+        config = self.config[self.subcommand]
+        checkpoint = config.get("checkpoint")
         resumed_from = self.resumed_from
         if checkpoint is not None and checkpoint.get("dirpath") is None:
             if resumed_from is not None and resumed_from.resolve().parent.parent == self.checkpoint_root.resolve():
                 checkpoint["dirpath"] = str(resumed_from.parent)
             else:
                 checkpoint["dirpath"] = str(self.checkpoint_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-        if checkpoint is not None and checkpoint.get("every_n_train_steps"):
-            checkpoint["train_time_interval"] = None  # a step interval replaces the time interval
-        self._configure_mlflow(config, self.saved_checkpoint if self.subcommand == "fit" else None)
+        folder = Path(checkpoint["dirpath"]) if checkpoint is not None and checkpoint.get("dirpath") else None
+        self.log_file = folder / "console.log" if folder is not None else None
+        # test/validate: their --verbose is Lightning's (print the results); IMPALA_LIT_VERBOSE=1 still works
+        quiet_console(self.log_file, verbose=(self.subcommand == "fit" and bool(config.get("verbose"))) or None)
+        if folder is not None:  # the log file is ours: not a sign of someone else's checkpoints
+            for name in {str(folder), os.path.realpath(folder)}:  # Lightning names it resolved
+                expect_warning(f"Checkpoint directory {name} exists and is not empty.")
 
     def _check_compatible(self, saved: dict, path: Path, config: ConfigNamespace) -> None:
         """A checkpoint of another environment, or of a network other than the one asked for, fails here.
@@ -299,7 +322,7 @@ class ImpalaCLI(LightningCLI):
         uri = str(args.get("tracking_uri") or "")
         if uri.startswith(("http://", "https://")):
             check_tracking_server(uri)
-            if args.get("artifact_location") == str(MLFLOW_DIR / "artifacts" / self.experiment):
+            if args.get("artifact_location") == str(mlflow_dir() / "artifacts" / self.experiment):
                 args.artifact_location = None  # the server decides where artifacts go (and serves them)
         previous = (saved or {}).get("mlflow")
         if previous and args.get("run_id") is None:
@@ -327,6 +350,16 @@ class ImpalaCLI(LightningCLI):
         if config.get("ckpt_path"):
             tags["checkpoint"] = str(config.get("ckpt_path"))
         args.tags = {**tags, **(args.get("tags") or {})}
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        """``--trainer.enable_progress_bar false`` silences the status lines but keeps the end-of-run summary
+        (Lightning refuses a progress-bar callback beside ``enable_progress_bar=False``)."""
+        if config.get("enable_progress_bar") is False:
+            config["enable_progress_bar"] = True
+            for callback in callbacks:
+                if isinstance(callback, TrainingProgress):
+                    callback.disable()
+        return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -357,6 +390,10 @@ class ImpalaCLI(LightningCLI):
                 raise
             _fail(found.group(0))
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        self._preparing = subcommand  # add_arguments_to_parser adds --verbose to fit's parser only
+        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults(
             {
@@ -365,7 +402,7 @@ class ImpalaCLI(LightningCLI):
                     "init_args": {
                         "experiment_name": self.experiment,
                         "tracking_uri": default_tracking_uri(),
-                        "artifact_location": str(MLFLOW_DIR / "artifacts" / self.experiment),
+                        "artifact_location": str(mlflow_dir() / "artifacts" / self.experiment),
                     },
                 }
             }
@@ -389,6 +426,15 @@ class ImpalaCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(EvaluationCallback, "eval")
+        parser.add_lightning_class_args(TrainingProgress, "progress")
+        if getattr(self, "_preparing", "fit") == "fit":  # test/validate have Lightning's own --verbose (results)
+            parser.add_argument(
+                "--verbose",
+                action=ActionYesNo,
+                default=False,
+                help="library INFO lines and dependency warnings on the terminal too (else only in the run's "
+                "console.log); also IMPALA_LIT_VERBOSE=1",
+            )
         parser.link_arguments("data.observation_shape", "model.init_args.observation_shape", apply_on="instantiate")
         parser.link_arguments("data.num_actions", "model.init_args.num_actions", apply_on="instantiate")
         model_args = {k[len("model.") :]: v for k, v in self.task_defaults.items() if k.startswith("model.")}

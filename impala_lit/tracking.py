@@ -20,16 +20,22 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MLFLOW_DIR = PROJECT_ROOT / "mlflow"
 PARAM_VALUE_MAX = 500  # MLflow 3 accepts 6000; longer values are unreadable in the UI anyway
-# parts of the config that say where things go, not what is trained; they change on resume
-CONFIG_NOT_PARAMS = ("config", "ckpt_path", "trainer.logger", "trainer.callbacks", "checkpoint.dirpath")
+# parts of the config that say where things go or how they are shown, not what is trained; they change on resume
+CONFIG_NOT_PARAMS = (
+    "config", "ckpt_path", "trainer.logger", "trainer.callbacks", "checkpoint.dirpath", "progress", "verbose",
+)  # fmt: skip
+
+
+def mlflow_dir() -> Path:
+    """``./mlflow/`` of the folder the command runs in (MLflow's ``./mlruns`` and Lightning's ``./lightning_logs``
+    convention): runs go where the user works, also when impala_lit is installed as a package."""
+    return Path.cwd() / "mlflow"
 
 
 def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store under ``mlflow/``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLFLOW_DIR / 'mlflow.db'}"
+    """``$MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store ``./mlflow/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

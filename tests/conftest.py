@@ -85,12 +85,13 @@ def run_recipe(recipe: str, args: list[str], workdir: Path, timeout: float = 600
     return RecipeRun(proc.returncode, proc.stdout, proc.stderr, tracking_uri, checkpoints, time.perf_counter() - start)
 
 
-def start_recipe(recipe: str, args: list[str], workdir: Path, env: dict | None = None) -> subprocess.Popen:
-    """Like ``run_recipe``, but returns the running process (stderr piped, stdout dropped)."""
+def start_recipe(
+    recipe: str, args: list[str], workdir: Path, env: dict | None = None, stdout: bool = False
+) -> subprocess.Popen:
+    """Like ``run_recipe``, but returns the running process (stderr piped; stdout piped only if asked)."""
     command, full_env, _, _ = _recipe_command(recipe, args, workdir, env)
-    return subprocess.Popen(
-        command, cwd=workdir, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    out = subprocess.PIPE if stdout else subprocess.DEVNULL
+    return subprocess.Popen(command, cwd=workdir, env=full_env, stdout=out, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:

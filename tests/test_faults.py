@@ -26,15 +26,20 @@ def _first_run(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_cleanly_with_a_checkpoint(tmp_path, signum, no_stray_workers) -> None:
     args = ["fit", "--trainer.max_steps=100000", "--trainer.log_every_n_steps=1", "--checkpoint.every_n_train_steps=3"]
-    proc = start_recipe("cartpole", args, tmp_path)
+    proc = start_recipe("cartpole", args, tmp_path, stdout=True)
     # a checkpoint exists: training is under way (and the MLflow store is set up; polling it earlier races)
     wait_for((tmp_path / "checkpoints" / "last.ckpt").exists, 240, "training to be under way", proc)
     workers = psutil.Process(proc.pid).children(recursive=True)
     assert len(workers) >= 2
     proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=120)
+    stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum], stderr[-2000:]
     assert "Traceback" not in stderr, stderr[-3000:]
+    # the end-of-run summary says why it stopped, where the checkpoint is and how to resume
+    name = signal.Signals(signum).name
+    assert f"training ended by {name} (the run can be resumed)" in stdout, stdout[-3000:]
+    assert f"checkpoint  {tmp_path / 'checkpoints' / 'last.ckpt'}" in stdout
+    assert "MLflow run  " in stdout and "--ckpt_path " in stdout.splitlines()[-1]
 
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     client, run = _first_run(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 
 import pytest
@@ -79,9 +80,10 @@ def cartpole_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cartpole")
     run = run_recipe(
         "cartpole",
-        ["fit", "--trainer.max_steps=12", "--checkpoint.every_n_train_steps=5", "--trainer.log_every_n_steps=2"],
+        ["fit", "--trainer.max_steps=12", "--checkpoint.every_n_train_steps=5", "--trainer.log_every_n_steps=2",
+         "--progress.every_s=0"],  # a status line after every step (stdout is not a terminal here)
         workdir,
-    )
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     return run, workdir
 
@@ -125,6 +127,33 @@ def test_fit_writes_checkpoints_that_load_without_arguments(cartpole_run) -> Non
     assert module.frames == 12 * 32 * 20 and module.hparams.network == "mlp"
     td = module.actor(TensorDict(observation=torch.zeros(3, 4), batch_size=[3]))
     assert td["action"].shape == (3,)
+
+
+def test_the_console_shows_frames_of_the_budget_eta_and_return_then_a_summary(cartpole_run) -> None:
+    run, _ = cartpole_run
+    lines = run.stdout.splitlines()
+    status = [line for line in lines if line.startswith("frames ")]
+    assert len(status) >= 10, run.stdout[-3000:]
+    # the budget: 12 steps of 32 x 20 frames (CartPole: one frame per agent step)
+    expected = (r"frames [\d,.M]+/7,680 \(\d+%\) · \d+:\d\d elapsed · ETA (\d+:\d\d|-) · [\d,]+ frames/s · "
+                r"return (-?[\d.]+ \(best -?[\d.]+\)|- \(no game over yet\)) · policy lag [\d.]+")  # fmt: skip
+    assert re.fullmatch(expected, status[-1]), status[-1]
+    assert "frames 7,680/7,680 (100%)" in status[-1] and " · return " in status[-1]
+    assert not any("v_num" in line or "Epoch" in line for line in lines)
+    end = next(i for i, line in enumerate(lines) if line.startswith("training ended by"))
+    summary = "\n".join(lines[end:])
+    assert "training ended by the step budget (trainer.max_steps=12)" in summary
+    mlflow_run = run.only_run("cartpole")
+    assert f"checkpoint  {run.checkpoints / 'last.ckpt'}" in summary
+    assert f"MLflow run  {mlflow_run.info.run_id}" in summary and "mlflow ui --backend-store-uri" in summary
+    assert re.search(r"return      last -?[\d.]+, best -?[\d.]+", summary)
+    assert f"--ckpt_path {run.checkpoints / 'last.ckpt'}" in summary.splitlines()[-1]
+    # the libraries' chatter went to the log file, and the log file to the MLflow run
+    console = run.stdout + run.stderr
+    assert "Tip:" not in console and "GPU available" not in console and "[torchrl][INFO]" not in console
+    log = (run.checkpoints / "console.log").read_text()
+    assert "Tip:" in log and "GPU available" in log
+    assert "console.log" in [a.path for a in run.client().list_artifacts(mlflow_run.info.run_id)]
 
 
 def test_test_subcommand_plays_evaluation_games(cartpole_run) -> None:
@@ -171,6 +200,14 @@ def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
     rho = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "vtrace/rho_mean")]
     assert all(0.95 < r < 1.05 for r in rho), rho
     assert (run.checkpoints / "last.ckpt").exists()
+    # a quiet console: no TorchRL INFO line (the actors' included), no Lightning tip, no deprecation
+    # warning of a dependency, no emulator banner; the run's log file holds them
+    console = run.stdout + run.stderr
+    for chatter in ("[torchrl][INFO]", "info_dict_reader", "Tip:", "deprecated", "A.L.E: Arcade"):
+        assert chatter not in console, f"{chatter!r} reached the console: {console[-3000:]}"
+    log = (run.checkpoints / "console.log").read_text()
+    assert "info_dict_reader does not have specs" in log and "Tip:" in log
+    assert "training ended by the step budget" in run.stdout
 
 
 def _fit_cartpole(workdir, *args: str) -> subprocess.Popen:

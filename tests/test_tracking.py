@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import imageio.v3 as iio
 import mlflow
 import pytest
 
-from .conftest import run_recipe, wait_for
+from .conftest import ROOT, run_recipe, wait_for
 
 
 def _free_port() -> int:
@@ -103,3 +104,35 @@ def test_an_unreachable_tracking_server_fails_fast(tmp_path) -> None:
         .splitlines()[-1]
         .startswith(f"cartpole.py: error: trainer.logger.init_args.tracking_uri: no MLflow server answers at {uri}")
     ), run.stderr[-2000:]
+
+
+def test_a_recipe_run_from_another_folder_keeps_its_runs_and_checkpoints_there(tmp_path) -> None:
+    """``./mlflow/`` and ``./checkpoints/`` of where the command runs, as MLflow's and Lightning's defaults."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "IMPALA_LIT_CHECKPOINT_DIR")}
+    env["PYTHONPATH"] = str(ROOT)
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    fit = [sys.executable, str(ROOT / "recipes" / "cartpole.py"), "fit", "--eval.every_n_steps=0",
+           "--trainer.log_every_n_steps=1"]  # fmt: skip
+    first = subprocess.run([*fit, "--trainer.max_steps=4"], cwd=workdir, env=env, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    folders = [p.parent for p in (workdir / "checkpoints" / "cartpole").glob("*/last.ckpt")]
+    assert len(folders) == 1, list(workdir.rglob("*"))
+    assert not (ROOT / "checkpoints" / "cartpole" / folders[0].name).exists()
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cartpole")
+    run_id = client.search_runs([experiment.experiment_id])[0].info.run_id
+    assert experiment.artifact_location.startswith(str(workdir / "mlflow" / "artifacts"))
+    assert "Tip:" not in first.stdout + first.stderr  # the quiet console
+
+    # `--ckpt_path last` looks there too, and the run goes on in the same MLflow run
+    second = subprocess.run([*fit, "--trainer.max_steps=6", "--ckpt_path=last", "--verbose"], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]
+    frames = client.get_metric_history(run_id, "frames")
+    assert max(m.value for m in frames) == 6 * 32 * 20
+    assert f"checkpoint  {folders[0] / 'last.ckpt'}" in second.stdout
+    assert "Tip:" in second.stdout + second.stderr  # --verbose: the libraries' lines are back
