@@ -277,7 +277,10 @@ class ImpalaCLI(LightningCLI):
             else:
                 checkpoint["dirpath"] = str(self.checkpoint_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
         folder = Path(checkpoint["dirpath"]) if checkpoint is not None and checkpoint.get("dirpath") else None
-        self.log_file = folder / "console.log" if folder is not None else None
+        # DDP: the other learners (started by Lightning with LOCAL_RANK / NODE_RANK set) write no log of
+        # their own, as they write no checkpoints: their folder name (time, pid) would be a stray one
+        other_rank = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+        self.log_file = folder / "console.log" if folder is not None and not other_rank else None
         # test/validate: their --verbose is Lightning's (print the results); IMPALA_LIT_VERBOSE=1 still works
         quiet_console(self.log_file, verbose=(self.subcommand == "fit" and bool(config.get("verbose"))) or None)
         if folder is not None:  # the log file is ours: not a sign of someone else's checkpoints

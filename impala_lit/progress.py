@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -152,7 +153,10 @@ class TrainingProgress(ProgressBar):
         self._window.clear()
         self._window.append((self._start, self._frames_at_start))
         if self.is_enabled and trainer.is_global_zero and sys.stdout.isatty():
-            self._bar = tqdm(total=None, file=sys.stdout, bar_format="{desc}", dynamic_ncols=True, leave=True)
+            # a terminal that reports no width (a bare pty) would get every line cut to nothing
+            sized = shutil.get_terminal_size((0, 0)).columns > 0
+            self._bar = tqdm(total=None, file=sys.stdout, bar_format="{desc}", dynamic_ncols=sized,
+                             ncols=None if sized else 200, nrows=None if sized else 40, leave=True)  # fmt: skip
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         now = time.monotonic()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import pty
 import re
 import subprocess
 
@@ -14,7 +16,7 @@ from impala_lit import ImpalaModule
 from impala_lit.actors import RolloutStream
 from impala_lit.envs import EnvSpec
 
-from .conftest import run_recipe, start_recipe
+from .conftest import _recipe_command, run_recipe, start_recipe
 
 TRAINING_METRICS = [
     "frames",
@@ -154,6 +156,33 @@ def test_the_console_shows_frames_of_the_budget_eta_and_return_then_a_summary(ca
     log = (run.checkpoints / "console.log").read_text()
     assert "Tip:" in log and "GPU available" in log
     assert "console.log" in [a.path for a in run.client().list_artifacts(mlflow_run.info.run_id)]
+
+
+def test_on_a_terminal_the_status_line_is_redrawn_in_place(tmp_path) -> None:
+    """Through a pseudo-terminal (one that reports no size, as a bare pty does)."""
+    args = ["fit", "--trainer.max_steps=20", "--eval.every_n_steps=0", "--progress.refresh_s=0"]
+    command, env, _, _ = _recipe_command("cartpole", args, tmp_path, None)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=follower,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    text = output.decode(errors="replace")
+    redraws = re.findall(r"\rframes [^\r\n]*", text)
+    assert len(redraws) >= 5, text[-3000:]
+    assert "frames 12,800/12,800 (100%)" in redraws[-1] and "ETA" in redraws[-1] and "return" in redraws[-1]
+    assert "Epoch" not in text and "v_num" not in text
+    assert "training ended by the step budget" in text
 
 
 def test_test_subcommand_plays_evaluation_games(cartpole_run) -> None:
