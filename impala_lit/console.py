@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import warnings
 from pathlib import Path
 
@@ -91,8 +90,6 @@ def _configure(log_file: Path | None, verbose: bool) -> None:
                 handler.setLevel(logging.NOTSET if verbose else logging.WARNING)
         if file_handler is not None and file_handler not in logger.handlers:
             logger.addHandler(file_handler)
-        if not logger.handlers:  # a library without a console handler of its own: keep its warnings visible
-            logger.addHandler(_stderr_handler(logging.WARNING))
     warned = logging.getLogger("impala_lit.warnings")
     warned.propagate = False
     if file_handler is not None and file_handler not in warned.handlers:
@@ -113,12 +110,6 @@ def _quiet_ale(verbose: bool) -> None:
     except ImportError:
         return
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Info if verbose else ale_py.LoggerMode.Error)
-
-
-def _stderr_handler(level: int) -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(level)
-    return handler
 
 
 def _showwarning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -15,7 +15,6 @@ import shutil
 import signal
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from tqdm import tqdm
 
+from impala_lit.callbacks import StopAtReturn, StopOnSignal
 from impala_lit.console import LOG_FILE_ENV
 
 
@@ -75,7 +75,6 @@ class TrainingProgress(ProgressBar):
         self.refresh_s = refresh_s
         self._enabled = True
         self._bar: tqdm | None = None
-        self._window: deque[tuple[float, float]] = deque()  # (time, frames) over the last minute
         self._start: float | None = None
         self._frames_at_start = 0.0
         self._last_shown = 0.0
@@ -118,17 +117,17 @@ class TrainingProgress(ProgressBar):
         now = time.monotonic()
         frames = self._frames(pl_module)
         elapsed = now - (self._start or now)
-        fps = self._fps()
+        fps = float(trainer.callback_metrics.get("fps", 0.0))  # the learner's rate over its last 20 steps
         budget = self.budget(trainer, pl_module)
         parts = [f"frames {_count(frames)}" + (f"/{_count(budget)} ({100 * frames / budget:.0f}%)" if budget else "")]
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         remaining = []
         if budget and fps > 0:
             remaining.append(max(budget - frames, 0) / fps)
-        time_left = timer.time_remaining() if timer is not None and timer._duration is not None else None
+        time_left = timer.time_remaining() if timer is not None else None
         if time_left is not None:
             remaining.append(time_left)
-            parts.append(f"time {_clock(timer.time_elapsed())}/{_clock(timer._duration)}")
+            parts.append(f"time {_clock(timer.time_elapsed())}/{_clock(timer.time_elapsed() + time_left)}")
         else:
             parts.append(f"{_clock(elapsed)} elapsed")
         parts.append(f"ETA {_clock(min(remaining))}" if remaining else "ETA -")
@@ -150,8 +149,6 @@ class TrainingProgress(ProgressBar):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = self._last_shown = time.monotonic()
         self._frames_at_start = self._frames(pl_module)
-        self._window.clear()
-        self._window.append((self._start, self._frames_at_start))
         if self.is_enabled and trainer.is_global_zero and sys.stdout.isatty():
             # a terminal that reports no width (a bare pty) would get every line cut to nothing
             sized = shutil.get_terminal_size((0, 0)).columns > 0
@@ -160,9 +157,6 @@ class TrainingProgress(ProgressBar):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         now = time.monotonic()
-        self._window.append((now, self._frames(pl_module)))
-        while len(self._window) > 2 and now - self._window[0][0] > 60.0:
-            self._window.popleft()
         value = trainer.callback_metrics.get("episode/return")
         if value is not None:
             self._best = float(value) if self._best is None else max(self._best, float(value))
@@ -197,19 +191,18 @@ class TrainingProgress(ProgressBar):
         if self._ended_by:
             return self._ended_by
         for callback in trainer.callbacks:
-            signum = getattr(callback, "signal_received", None)
-            if signum:
-                return f"{signal.Signals(signum).name} (the run can be resumed)"
-            threshold = getattr(callback, "threshold", None)
-            if threshold is not None and float(trainer.callback_metrics.get("episode/return", -1e9)) >= threshold:
-                return f"the target: a 100-game mean of {threshold:g} or more"
+            if isinstance(callback, StopOnSignal) and callback.signal_received:
+                return f"{signal.Signals(callback.signal_received).name} (the run can be resumed)"
+            score = float(trainer.callback_metrics.get("episode/return", float("-inf")))
+            if isinstance(callback, StopAtReturn) and score >= callback.threshold:
+                return f"the target: a 100-game mean of {callback.threshold:g} or more"
         max_frames = _max_frames(pl_module)
         if max_frames and self._frames(pl_module) >= max_frames:
             return f"the frame budget (model.max_frames={max_frames:,})"
         if trainer.max_steps and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             return f"the step budget (trainer.max_steps={trainer.max_steps:,})"
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-        if timer is not None and timer._duration is not None and timer.time_remaining() <= 0:
+        if timer is not None and (timer.time_remaining() or 1.0) <= 0:
             return "the time budget (trainer.max_time)"
         return "the Trainer"
 
@@ -256,9 +249,3 @@ class TrainingProgress(ProgressBar):
     @staticmethod
     def _frames(pl_module: pl.LightningModule) -> float:
         return float(getattr(pl_module, "frames", 0.0))
-
-    def _fps(self) -> float:
-        if len(self._window) < 2:
-            return 0.0
-        (t0, f0), (t1, f1) = self._window[0], self._window[-1]
-        return (f1 - f0) / (t1 - t0) if t1 > t0 else 0.0
