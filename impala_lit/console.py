@@ -18,12 +18,15 @@ from pathlib import Path
 
 VERBOSE_ENV = "IMPALA_LIT_VERBOSE"
 LOG_FILE_ENV = "IMPALA_LIT_LOG_FILE"
-LIBRARY_LOGGERS = ("torchrl", "lightning.pytorch", "lightning.fabric")
+# MLflow: "Creating initial MLflow database tables..." on a new store's first run
+LIBRARY_LOGGERS = ("torchrl", "lightning.pytorch", "lightning.fabric", "mlflow")
 # Lightning's UserWarnings that only describe a choice we made on purpose
 KNOWN_NOISE = (
     re.compile(r"is not supported by the model summary"),
     re.compile(r"RayCollector iteration started before weight synchronization"),
 )
+# library log records at WARNING that describe what we asked for (the experiment of a new store)
+KNOWN_LOG_NOISE = (re.compile(r"Experiment with name .* not found\. Creating it\."),)
 _DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 _OWN_CODE = str(Path(__file__).resolve().parent)
 _FORMAT = logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
@@ -62,6 +65,10 @@ def quiet_console(log_file: Path | None, verbose: bool | None = None) -> None:
         log_file = Path(log_file)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         os.environ[LOG_FILE_ENV] = str(log_file)
+    # MLflow adds its console handler when it is imported (Lightning's logger imports it later):
+    # import it now, so that its handler is routed like the others (the actors never import it)
+    import mlflow  # noqa: F401
+
     _configure(log_file, verbose)
 
 
@@ -88,6 +95,9 @@ def _configure(log_file: Path | None, verbose: bool) -> None:
         for handler in logger.handlers:
             if type(handler) is logging.StreamHandler:  # the libraries' own console handlers
                 handler.setLevel(logging.NOTSET if verbose else logging.WARNING)
+                handler.removeFilter(_drop_log_noise)
+                if not verbose:
+                    handler.addFilter(_drop_log_noise)
         if file_handler is not None and file_handler not in logger.handlers:
             logger.addHandler(file_handler)
     warned = logging.getLogger("impala_lit.warnings")
@@ -101,6 +111,11 @@ def _configure(log_file: Path | None, verbose: bool) -> None:
     if "showwarning" not in _state:
         _state["showwarning"] = warnings.showwarning
         warnings.showwarning = _showwarning
+
+
+def _drop_log_noise(record: logging.LogRecord) -> bool:
+    """A console filter: ``False`` for the records of ``KNOWN_LOG_NOISE`` (the log file keeps them)."""
+    return not any(pattern.search(record.getMessage()) for pattern in KNOWN_LOG_NOISE)
 
 
 def _quiet_ale(verbose: bool) -> None:
