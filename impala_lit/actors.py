@@ -32,11 +32,13 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector
+from torchrl.envs import Transform
 from torchrl.weight_update import SharedMemWeightSyncScheme
 
 from impala_lit.console import quiet_actor_console
 from impala_lit.envs import EnvSpec
 from impala_lit.networks import set_inference_precision
+from impala_lit.recurrent import env_transforms, next_state_keys
 
 ROLLOUT_KEYS_DROPPED = ("collector", "game_return", "game_length", "game_over")
 ACTOR_BACKENDS = ("local", "ray")
@@ -44,21 +46,24 @@ ACTOR_BACKENDS = ("local", "ray")
 warnings.filterwarnings("ignore", message="RayCollector iteration started before weight synchronization")
 
 
-def _worker_env(env: EnvSpec, num_envs: int):
-    """The batched environments of one actor; runs in the actor process when it starts.
+def _worker_env(env: EnvSpec, num_envs: int, transforms: tuple[Transform, ...] = ()):
+    """The batched environments of one actor (plus ``transforms``: a recurrent policy's state
+    tracking); runs in the actor process when it starts.
 
     Actors ignore Ctrl-C (the terminal sends it to every process of the job): the learner
     stops them after its own clean stop. On Linux they die with the learner, also when
     it is killed with SIGKILL, instead of running on as orphans.
     """
-    if multiprocessing.parent_process() is None:  # called in the learner (e.g. for specs): leave it alone
-        return env.make_batched(num_envs)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    quiet_actor_console()
-    if sys.platform == "linux":
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    return env.make_batched(num_envs)
+    if multiprocessing.parent_process() is not None:  # an actor process (the learner calls this for specs)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        quiet_actor_console()
+        if sys.platform == "linux":
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    batched = env.make_batched(num_envs)
+    for transform in transforms:
+        batched.append_transform(transform.clone())
+    return batched
 
 
 class LivenessAwareWeightSync(SharedMemWeightSyncScheme):
@@ -129,7 +134,11 @@ class RolloutStream:
         self.env = env
         # The workers get their own copy: learner updates reach them only through
         # ``update_weights`` (a shared module would change mid-rollout, untracked).
-        policy = copy.deepcopy(policy).cpu().float().select_out_keys("action", "action_log_prob")
+        # a recurrent policy also keeps the state it hands to the next step (``impala_lit.recurrent``)
+        self.next_state_keys = next_state_keys(policy)
+        self.env_transforms = tuple(env_transforms(policy))
+        policy = copy.deepcopy(policy).cpu().float()
+        policy = policy.select_out_keys("action", "action_log_prob", *self.next_state_keys)
         self.policy = set_inference_precision(policy, actor_precision)
         self.num_workers = num_workers
         self.envs_per_worker = envs_per_worker
@@ -151,7 +160,7 @@ class RolloutStream:
     def _start(self) -> BaseCollector:
         if self._latest_weights is not None:
             self._latest_weights.to_module(self.policy, inplace=True)
-        make_env = functools.partial(_worker_env, self.env, self.envs_per_worker)
+        make_env = functools.partial(_worker_env, self.env, self.envs_per_worker, self.env_transforms)
         # kept on self before anything can fail, so that ``close`` shuts the workers down
         if self.actors == "ray":
             self.collector = collector = self._ray_collector(make_env)
@@ -235,7 +244,8 @@ class RolloutStream:
     def _batches(self, collector: BaseCollector) -> Iterator[TensorDictBase]:
         pending: list[TensorDictBase] = []
         for rollout in collector:
-            pending.append(rollout.exclude(*ROLLOUT_KEYS_DROPPED))
+            # the state after each step stays with the actors: the learner replays from the first one
+            pending.append(rollout.exclude(*ROLLOUT_KEYS_DROPPED, *self.next_state_keys))
             if len(pending) < self.rollouts_per_batch:
                 continue
             batch = pending[0] if len(pending) == 1 else torch.cat(pending, 0)

@@ -36,6 +36,9 @@ from impala_lit.tracking import (
     mlflow_dir,
 )
 
+# model settings that define the weights' shapes: adopted from a checkpoint unless given
+SHAPE_SETTINGS = ("network", "core", "core_size")
+
 
 def checkpoint_dir() -> Path:
     """``$IMPALA_LIT_CHECKPOINT_DIR`` if set, else ``./checkpoints/`` of the folder the command runs in."""
@@ -290,25 +293,31 @@ class ImpalaCLI(LightningCLI):
     def _check_compatible(self, saved: dict, path: Path, config: ConfigNamespace) -> None:
         """A checkpoint of another environment, or of a network other than the one asked for, fails here.
 
-        The network is only checked when set on the command line: otherwise the checkpoint's
-        model settings are adopted (LightningCLI's behaviour).
+        The network, its core and the frames stacked into an observation are only checked when
+        set on the command line (or a config file): otherwise the checkpoint's are adopted, as
+        LightningCLI adopts its model settings, so that ``test --ckpt_path last`` needs no flags.
         """
         defaults = self.parser._subcommands_action._name_parser_map[self.config.subcommand].get_defaults()
-        ours = config.get("model.init_args.network")
+        saved_model = saved.get("hyper_parameters", {})
+        saved_data = saved.get("datamodule_hyper_parameters", {})
+        theirs = {"data.env_id": saved_data.get("env_id")}
         pairs = [("data.env_id", config.get("data.env_id"))]
-        if ours != defaults.get("model.init_args.network"):
-            pairs.append(("model.network", ours))
-        theirs = {
-            "model.network": saved.get("hyper_parameters", {}).get("network"),
-            "data.env_id": saved.get("datamodule_hyper_parameters", {}).get("env_id"),
-        }
+        for name in SHAPE_SETTINGS:
+            ours = config.get(f"model.init_args.{name}")
+            theirs[f"model.{name}"] = saved_model.get(name)
+            if ours != defaults.get(f"model.init_args.{name}"):
+                pairs.append((f"model.{name}", ours))
+        stack = saved_data.get("frame_stack")
+        if stack is not None and config.get("data.frame_stack") == defaults.get("data.frame_stack"):
+            config["data.frame_stack"] = stack  # the network was built for this many frames
+        theirs["data.frame_stack"] = stack
+        pairs.append(("data.frame_stack", config.get("data.frame_stack")))
         for name, value in pairs:
             if theirs[name] is not None and value is not None and theirs[name] != value:
                 hint = f"set --{name} {theirs[name]}"
                 _fail(f"{name}: is {value!r} but {path} was trained with {theirs[name]!r} ({hint})")
         # other data settings may change on resume (more actors, another batch): say which did,
         # e.g. a recipe default that changed since the checkpoint was written
-        saved_data = saved.get("datamodule_hyper_parameters", {})
         changed = [f"data.{key} {config.get(f'data.{key}')!r} (checkpoint: {saved_data[key]!r})"
                    for key in sorted(saved_data)
                    if key != "env_id" and config.get(f"data.{key}", saved_data[key]) != saved_data[key]]  # fmt: skip

@@ -39,22 +39,26 @@ GAME_KEYS = ("game_return", "game_length", "game_over")
 ATARI_MAX_FRAMES = 108_000  # 30 minutes of play at 60 Hz, the usual Atari cap
 
 
-def _register_ale() -> None:
+def _register_envs() -> None:
+    """ALE's games and this package's own tasks (``impala_lit.pomdp``)."""
     import ale_py
 
+    from impala_lit import pomdp
+
     gym.register_envs(ale_py)
+    pomdp.register()
 
 
 def is_atari(env_id: str) -> bool:
     """True for ids served by ale-py (``ALE/Pong-v5``, ``PongNoFrameskip-v4``...)."""
-    _register_ale()
+    _register_envs()
     spec = gym.spec(env_id)
     return isinstance(spec.entry_point, str) and spec.entry_point.startswith("ale_py")
 
 
 def check_env_id(env_id: str) -> None:
     """Raise a one-line ``ValueError`` naming close matches when ``env_id`` is unknown."""
-    _register_ale()
+    _register_envs()
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)

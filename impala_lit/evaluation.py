@@ -26,6 +26,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from impala_lit.envs import EnvSpec, is_atari
+from impala_lit.recurrent import carry_state, env_transforms, reset_state
 
 VIDEO_MAX_PIXELS = 120_000  # frames larger than this (CartPole's 400x600) are downscaled
 
@@ -110,12 +111,18 @@ def _play_recorded(
     game = spec.make_gym(render_mode="rgb_array")
     fps = 60.0 / spec.frame_skip if is_atari(spec.env_id) else float(game.metadata.get("render_fps", 30))
     frames: list[np.ndarray] = []
+    state = reset_state(policy, 1)  # a recurrent policy carries its state through the game
     try:
         obs, _ = game.reset(seed=seed)
         frames.append(_small(game.render()))
         while True:
             td = TensorDict(observation=torch.as_tensor(np.asarray(obs)).unsqueeze(0), batch_size=[1])
-            obs, _, terminated, truncated, info = game.step(int(policy(td)["action"].item()))
+            if state is not None:
+                td.update(state)
+            out = policy(td)
+            if state is not None:
+                state = carry_state(out, policy)
+            obs, _, terminated, truncated, info = game.step(int(out["action"].item()))
             if len(frames) < max_video_frames:
                 frames.append(_small(game.render()))
             if terminated or truncated:
@@ -128,6 +135,8 @@ def _play_batched(spec: EnvSpec, policy: TensorDictModuleBase, games: int, seed:
     """``games`` games at once, one per environment of a batched env (seeds ``seed, seed + 1...``);
     an environment whose game is over plays on until the last one ends, unscored."""
     env = spec.make_batched(games)
+    for transform in env_transforms(policy):  # a recurrent policy's state, carried by the env
+        env.append_transform(transform)
     returns: list[float | None] = [None] * games
     lengths: list[int | None] = [None] * games
     try:

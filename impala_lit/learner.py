@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import grad_norm
 from tensordict import TensorDict, TensorDictBase
+from torchrl.modules import set_recurrent_mode
 
 from impala_lit.networks import make_actor_critic
+from impala_lit.recurrent import learner_inputs, state_keys
 from impala_lit.vtrace import TakenActionVTrace
 
 
@@ -39,6 +41,10 @@ class ImpalaModule(pl.LightningModule):
         observation_shape: shape of one observation (set from the data module by the CLI).
         num_actions: size of the discrete action space (set from the data module by the CLI).
         network: ``shallow`` (Nature CNN, 512 hidden), ``deep`` (15-layer ResNet, 256 hidden) or ``mlp``.
+        core: ``none`` (feed-forward), ``lstm`` or ``gru``: a recurrent core between the torso and
+            the heads (``impala_lit.recurrent``); the actors carry its state, the learner replays
+            each unroll from the state stored at its first step.
+        core_size: units of the recurrent core.
         discount: gamma.
         rho_thresh: V-trace rho-bar, clips the importance ratio of the TD error and policy gradient.
         c_thresh: V-trace c-bar, clips the trace coefficients.
@@ -67,6 +73,8 @@ class ImpalaModule(pl.LightningModule):
         observation_shape: tuple[int, ...] = (4, 84, 84),
         num_actions: int = 6,
         network: str = "shallow",
+        core: str = "none",
+        core_size: int = 256,
         discount: float = 0.99,
         rho_thresh: float = 1.0,
         c_thresh: float = 1.0,
@@ -103,7 +111,8 @@ class ImpalaModule(pl.LightningModule):
             if value is not None and value < 1:
                 raise ValueError(f"model.{name}: must be a positive integer or null, got {value}")
         self.save_hyperparameters()
-        self.actor_critic = make_actor_critic(network, tuple(observation_shape), num_actions)
+        self.actor_critic = make_actor_critic(network, tuple(observation_shape), num_actions, core, core_size)
+        self.state_keys = state_keys(self.actor_critic)  # [] for a feed-forward network
         self.vtrace = TakenActionVTrace(gamma=discount, rho_thresh=rho_thresh, c_thresh=c_thresh)
         self.frames = 0  # emulator frames consumed by the learner
         self.policy_version = 0  # weight updates sent to the actors
@@ -124,7 +133,11 @@ class ImpalaModule(pl.LightningModule):
         return self.actor_critic.get_value_operator()
 
     def forward(self, observation: TensorDictBase) -> TensorDictBase:
-        """One torso pass, both heads: writes ``hidden``, ``logits`` and ``state_value``."""
+        """One torso (and core) pass, both heads: writes ``hidden``, ``logits`` and ``state_value``.
+
+        With a recurrent core, call it under ``set_recurrent_mode(True)`` on ``[B, T]`` inputs
+        from ``impala_lit.recurrent.learner_inputs``.
+        """
         td = self.actor_critic.module[0](observation)
         self.actor_critic.get_policy_head().get_dist_params(td)
         return self.actor_critic.get_value_head()(td)
@@ -136,8 +149,15 @@ class ImpalaModule(pl.LightningModule):
         ``logits``, ``learner_log_prob`` (of the taken action) and ``state_value`` (with
         gradients), ``("next", "state_value")`` (bootstrap values, no gradient), ``advantage``
         (rho-clipped) and ``value_target`` (v_s). All in fp32, outside autocast.
+
+        A recurrent core replays each unroll from the state stored at its first step, resetting
+        where episodes start inside it; bootstrap values use the state after the step.
         """
-        out = self(batch.select("observation"))
+        if self.state_keys:
+            with set_recurrent_mode(True):
+                out = self(learner_inputs(batch, self.state_keys))
+        else:
+            out = self(batch.select("observation"))
         done = batch.get(("next", "done")).squeeze(-1)
         terminated = batch.get(("next", "terminated")).squeeze(-1)
         with torch.autocast(self.device.type, enabled=False):
@@ -155,6 +175,10 @@ class ImpalaModule(pl.LightningModule):
                 with torch.no_grad():
                     next_obs = batch.get(("next", "observation"))[bootstrap]
                     next_td = TensorDict(observation=next_obs, batch_size=next_obs.shape[:1])
+                    for key in self.state_keys:  # the state after step t, where an episode piece ends
+                        next_td.set(key, out.get(("next", key))[bootstrap])
+                    if self.state_keys:
+                        next_td.set("is_init", torch.zeros(len(next_obs), 1, dtype=torch.bool, device=self.device))
                     next_value[bootstrap] = self.critic(next_td).get("state_value").float()
             batch.set("logits", logits)
             batch.set("state_value", value)

@@ -1,7 +1,8 @@
 """The IMPALA paper's networks, wrapped as one TorchRL ``ActorValueOperator``.
 
-One shared torso feeds a policy head (categorical logits, ``ProbabilisticActor``
-with ``return_log_prob=True``) and a value head (``ValueOperator``).
+One shared torso (optionally followed by a recurrent core, ``impala_lit.recurrent``) feeds a
+policy head (categorical logits, ``ProbabilisticActor`` with ``return_log_prob=True``) and a
+value head (``ValueOperator``).
 Pixels arrive as ``uint8`` and are scaled to [0, 1] inside the torso.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 import math
 
 import torch
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.modules import ActorValueOperator, ProbabilisticActor, ValueOperator
+
+from impala_lit.recurrent import check_core, make_core
 
 NETWORKS = ("shallow", "deep", "mlp")
 TORSO_GAIN = math.sqrt(2)
@@ -151,8 +154,10 @@ def make_torso(network: str, obs_shape: tuple[int, ...]) -> nn.Module:
     return NatureCNN(obs_shape[0]) if network == "shallow" else ResNetTorso(obs_shape[0])
 
 
-def make_actor_critic(network: str, obs_shape: tuple[int, ...], num_actions: int) -> ActorValueOperator:
-    """Shared torso -> (``ProbabilisticActor`` over categorical logits, ``ValueOperator``).
+def make_actor_critic(
+    network: str, obs_shape: tuple[int, ...], num_actions: int, core: str = "none", core_size: int = 256
+) -> ActorValueOperator:
+    """Shared torso [-> recurrent core] -> (``ProbabilisticActor`` over categorical logits, ``ValueOperator``).
 
     Initialised as in OpenAI baselines / CleanRL: orthogonal with gain sqrt(2) in the torsos,
     0.01 for the policy head (a near-uniform first policy), 1 for the value head; zero biases.
@@ -160,9 +165,16 @@ def make_actor_critic(network: str, obs_shape: tuple[int, ...], num_actions: int
     0.0006 (vs 0.019 with this init) under biases of +-1/sqrt(fan_in), the policy cannot tell
     states apart, and an 8M-frame run (BENCHMARKS.md, P5) ended with a state-independent policy.
     """
+    check_core(core, core_size)
     torso = make_torso(network, tuple(obs_shape))
-    common = TensorDictModule(torso, in_keys=["observation"], out_keys=["hidden"])
-    logits = orthogonal_init(nn.Linear(torso.out_features, num_actions), 0.01)
+    if core == "none":
+        common = TensorDictModule(torso, in_keys=["observation"], out_keys=["hidden"])
+        hidden = torso.out_features
+    else:  # the paper's agents: torso -> LSTM -> heads
+        features = TensorDictModule(torso, in_keys=["observation"], out_keys=["features"])
+        common = TensorDictSequential(features, make_core(core, torso.out_features, core_size))
+        hidden = core_size
+    logits = orthogonal_init(nn.Linear(hidden, num_actions), 0.01)
     policy_head = TensorDictModule(logits, in_keys=["hidden"], out_keys=["logits"])
     actor = ProbabilisticActor(
         policy_head,
@@ -170,5 +182,5 @@ def make_actor_critic(network: str, obs_shape: tuple[int, ...], num_actions: int
         distribution_class=torch.distributions.Categorical,
         return_log_prob=True,
     )
-    critic = ValueOperator(orthogonal_init(nn.Linear(torso.out_features, 1), 1.0), in_keys=["hidden"])
+    critic = ValueOperator(orthogonal_init(nn.Linear(hidden, 1), 1.0), in_keys=["hidden"])
     return ActorValueOperator(common, actor, critic)

@@ -14,10 +14,12 @@ STEPS, BATCH, UNROLL = 30, 32, 20  # cartpole recipe: batch 32 x 20, frame skip 
 
 def test_two_ddp_learners_stay_identical_and_count_both_frame_streams(tmp_path, no_stray_workers) -> None:
     probe = tmp_path / "probe"
-    # with replay (each learner its own buffer): replayed rollouts are not counted as frames
+    # with replay (each learner its own buffer): replayed rollouts are not counted as frames; with an
+    # LSTM core (the recurrent path is the one with more to synchronise: states in rollouts, replay)
     args = ["fit", "--model=tests.probes.RecordsRanks", "--trainer.accelerator=cpu", "--trainer.devices=2",
             "--trainer.strategy=ddp", f"--trainer.max_steps={STEPS}", "--trainer.log_every_n_steps=1",
-            "--data.num_workers=2", "--eval.every_n_steps=0", "--data.replay_ratio=0.5"]  # fmt: skip
+            "--data.num_workers=2", "--eval.every_n_steps=0", "--data.replay_ratio=0.5",
+            "--model.core=lstm", "--model.core_size=16"]  # fmt: skip
     run = run_recipe("cartpole", args, tmp_path, timeout=400, env={"IMPALA_LIT_PROBE": str(probe)})
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [torch.load(f"{probe}.rank{r}", weights_only=False) for r in (0, 1)]
