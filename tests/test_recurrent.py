@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tensordict import TensorDict
 
 from impala_lit import ImpalaModule
 from impala_lit.actors import RolloutStream
 from impala_lit.envs import EnvSpec
 from impala_lit.evaluation import play_games
+from impala_lit.recurrent import carry_state, reset_state
 
 from .conftest import ROOT, run_recipe
 
@@ -55,6 +57,32 @@ def test_learner_replay_gives_the_actors_log_probs(core, no_stray_workers) -> No
         not_done = ~first[("next", "done")][:, -1].squeeze(-1)
         assert (not_done == continuing).all()
         torch.testing.assert_close(boot[not_done], start[not_done], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("network", "shape"), [("shallow", (4, 84, 84)), ("deep", (1, 84, 84)), ("mlp", (3,))])
+def test_every_torso_takes_a_core(network, shape) -> None:
+    """Acting step by step (the state carried by hand) and the learner's replay agree for each torso."""
+    torch.manual_seed(0)
+    learner = ImpalaModule(observation_shape=shape, num_actions=3, network=network, core="lstm", core_size=8)
+    batch, steps = 2, 3
+    if len(shape) == 3:
+        observations = torch.randint(0, 256, (batch, steps + 1, *shape), dtype=torch.uint8)
+    else:
+        observations = torch.randn(batch, steps + 1, *shape)
+    state = reset_state(learner.actor, batch)
+    acted = []
+    with torch.no_grad():
+        for t in range(steps):
+            step = TensorDict(observation=observations[:, t], batch_size=[batch]).update(state)
+            step = learner.actor(step)
+            state = carry_state(step, learner.actor)
+            acted.append(step.exclude("next"))
+        rollout = torch.stack(acted, 1)
+        flags = torch.zeros(batch, steps, 1, dtype=torch.bool)
+        rollout["next"] = TensorDict(observation=observations[:, 1:], reward=torch.zeros(batch, steps, 1),
+                                     done=flags, terminated=flags, batch_size=[batch, steps])  # fmt: skip
+        out = learner.compute_advantages(rollout.clone())
+    assert (out["learner_log_prob"] - rollout["action_log_prob"]).abs().max() < 1e-5
 
 
 def test_feed_forward_rollouts_carry_no_state(no_stray_workers) -> None:
