@@ -12,6 +12,7 @@ from tensordict import TensorDict
 from impala_lit.actors import ACTOR_BACKENDS, RolloutStream
 from impala_lit.envs import EnvSpec, check_env_id, is_atari
 from impala_lit.networks import check_inference_precision
+from impala_lit.procgen import check_levels, is_procgen
 from impala_lit.replay import ReplayMixedStream, RolloutReplay
 
 BACKENDS = ("gymnasium", "ale_vector")
@@ -40,7 +41,8 @@ class ImpalaDataModule(pl.LightningDataModule):
     """The environment settings, and the actors that stream training batches.
 
     Args:
-        env_id: gymnasium id; ALE games get the paper's Atari protocol.
+        env_id: gymnasium id; ALE games get the paper's Atari protocol; ``procgen/<game>`` is a
+            Procgen game (``impala_lit.procgen``; 64x64 RGB, no skip or stack).
         num_workers: actor processes, in all: with N learners (DDP) each feeds from its share.
         envs_per_worker: environments each actor steps as one batch.
         unroll_length: steps per rollout (T).
@@ -53,7 +55,11 @@ class ImpalaDataModule(pl.LightningDataModule):
         sticky_actions: Atari only: repeat-action probability (the paper: 0).
         backend: ``gymnasium`` (gymnasium's ``AtariPreprocessing`` in TorchRL's ``SerialEnv``;
             any env id) or ``ale_vector`` (ale-py's C++ ``AtariVectorEnv``, same protocol, faster;
-            Atari only, no ``episodic_life``).
+            Atari only, no ``episodic_life``). Procgen games always run in Procgen's own batched env.
+        distribution_mode: Procgen only: ``easy`` or ``hard`` levels.
+        num_levels: Procgen only: train on this many levels (0: the whole distribution); the
+            evaluation games play unseen levels.
+        start_level: Procgen only: the first training level's seed.
         seed: seed of the actors' environments.
         max_actor_restarts: a dead actor restarts the actors; this many failures in a row
             without a batch stop the run (``ActorsFailedError``).
@@ -90,6 +96,9 @@ class ImpalaDataModule(pl.LightningDataModule):
         episodic_life: bool = False,
         sticky_actions: float = 0.0,
         backend: str = "gymnasium",
+        distribution_mode: str = "easy",
+        num_levels: int = 0,
+        start_level: int = 0,
         seed: int = 0,
         max_actor_restarts: int = 3,
         actors: str = "local",
@@ -124,6 +133,8 @@ class ImpalaDataModule(pl.LightningDataModule):
             raise ValueError(f"data.backend: 'ale_vector' runs Atari games only, not {env_id!r} (use gymnasium)")
         if backend == "ale_vector" and episodic_life:
             raise ValueError("data.backend: 'ale_vector' does not support data.episodic_life=true (use gymnasium)")
+        if is_procgen(env_id):
+            check_levels(distribution_mode, num_levels, start_level)
         if actors not in ACTOR_BACKENDS:
             raise ValueError(f"data.actors: {actors!r} is not one of {', '.join(ACTOR_BACKENDS)}")
         if actors == "ray" and importlib.util.find_spec("ray") is None:
@@ -156,6 +167,9 @@ class ImpalaDataModule(pl.LightningDataModule):
             episodic_life=episodic_life,
             sticky_actions=sticky_actions,
             backend=backend,
+            distribution_mode=distribution_mode,
+            num_levels=num_levels,
+            start_level=start_level,
         )
         probe = self.env.make()
         self.observation_shape: tuple[int, ...] = tuple(probe.observation_spec["observation"].shape)

@@ -1,4 +1,5 @@
-"""Environment factory: any ALE game under the IMPALA paper's protocol, or any gymnasium id.
+"""Environment factory: any ALE game under the IMPALA paper's protocol, any Procgen game
+(``procgen/<game>``, ``impala_lit.procgen``), or any gymnasium id.
 
 Atari (Espeholt et al. 2018, after Mnih et al. 2015):
 ``gym.make(id, frameskip=1, repeat_action_probability=0)`` -> ``AtariPreprocessing``
@@ -35,6 +36,8 @@ from torchrl.envs import (
 )
 from torchrl.envs.gym_like import default_info_dict_reader
 
+from impala_lit import procgen
+
 GAME_KEYS = ("game_return", "game_length", "game_over")
 ATARI_MAX_FRAMES = 108_000  # 30 minutes of play at 60 Hz, the usual Atari cap
 
@@ -51,6 +54,8 @@ def _register_envs() -> None:
 
 def is_atari(env_id: str) -> bool:
     """True for ids served by ale-py (``ALE/Pong-v5``, ``PongNoFrameskip-v4``...)."""
+    if procgen.is_procgen(env_id):
+        return False
     _register_envs()
     spec = gym.spec(env_id)
     return isinstance(spec.entry_point, str) and spec.entry_point.startswith("ale_py")
@@ -58,6 +63,8 @@ def is_atari(env_id: str) -> bool:
 
 def check_env_id(env_id: str) -> None:
     """Raise a one-line ``ValueError`` naming close matches when ``env_id`` is unknown."""
+    if procgen.is_procgen(env_id):
+        return procgen.check_game(env_id)
     _register_envs()
     if env_id in gym.registry:
         return
@@ -138,6 +145,10 @@ class EnvSpec:
     episodic_life: bool = False
     sticky_actions: float = 0.0
     backend: str = "gymnasium"
+    # Procgen only: the level set (num_levels 0: every level) and its difficulty
+    distribution_mode: str = "easy"
+    num_levels: int = 0
+    start_level: int = 0
 
     @property
     def frames_per_step(self) -> int:
@@ -147,6 +158,8 @@ class EnvSpec:
     def make_gym(self, render_mode: str | None = None) -> gym.Env:
         """The gymnasium environment, with the protocol's wrappers (``render_mode="rgb_array"`` for videos)."""
         check_env_id(self.env_id)
+        if procgen.is_procgen(self.env_id):
+            return procgen.make_gym(self, render_mode)
         if not is_atari(self.env_id):
             return GameStats(gym.make(self.env_id, render_mode=render_mode))
         env = gym.make(
@@ -165,6 +178,8 @@ class EnvSpec:
 
     def make(self) -> EnvBase:
         """One TorchRL environment (batch size ``[]``), rewards unclipped."""
+        if procgen.is_procgen(self.env_id):
+            return GymWrapper(self.make_gym(), categorical_action_encoding=True)
         env = GymWrapper(self.make_gym(), categorical_action_encoding=True)
         reader = default_info_dict_reader(
             list(GAME_KEYS),
@@ -181,6 +196,8 @@ class EnvSpec:
 
         Transforms sit on the batch (one call per step, not one per env).
         """
+        if procgen.is_procgen(self.env_id):
+            return procgen.make_batched(self, num_envs)
         if self.backend == "ale_vector":
             return self._make_ale_vector(num_envs)
         env = TransformedEnv(SerialEnv(num_envs, self.make))

@@ -4,6 +4,8 @@
 the learner process, on a CPU copy of the policy; the actors keep collecting meanwhile)
 and when ``test``/``validate`` runs. Games use fresh environments under the training
 protocol, but always end with the game (no end-of-life episodes) and score unclipped rewards.
+Procgen games are scored on levels never trained on (``eval/*``, the benchmark's test score)
+and on the training levels (``eval_train/*``); ``eval/generalization_gap`` is the difference.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from impala_lit.envs import EnvSpec, is_atari
+from impala_lit.procgen import is_procgen, unseen_levels
 from impala_lit.recurrent import carry_state, env_transforms, reset_state
 
 VIDEO_MAX_PIXELS = 120_000  # frames larger than this (CartPole's 400x600) are downscaled
@@ -191,8 +194,10 @@ class EvaluationCallback(Callback):
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """Play the games, upload the GIF; returns the ``eval/*`` metrics."""
+        env = trainer.datamodule.env
+        procgen = is_procgen(env.env_id)
         results = play_games(
-            trainer.datamodule.env,
+            unseen_levels(env) if procgen else env,
             pl_module.actor,
             self.episodes,
             greedy=self.greedy,
@@ -202,7 +207,12 @@ class EvaluationCallback(Callback):
         )
         if self.video and results.frames:
             self._upload_gif(trainer, results.gif())
-        return results.metrics("eval")
+        metrics = results.metrics("eval")
+        if procgen:  # the same policy on the levels it trained on (seeds pick among them)
+            seen = play_games(env, pl_module.actor, self.episodes, greedy=self.greedy, seed=self.seed)
+            metrics |= seen.metrics("eval_train")
+            metrics["eval/generalization_gap"] = metrics["eval_train/return_mean"] - metrics["eval/return_mean"]
+        return metrics
 
     def _upload_gif(self, trainer: pl.Trainer, gif: bytes) -> None:
         for logger in trainer.loggers:

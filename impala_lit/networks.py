@@ -33,15 +33,16 @@ def orthogonal_init(module: nn.Module, gain: float) -> nn.Module:
 class NatureCNN(nn.Module):
     """The paper's shallow network (Mnih et al. 2015): 3 convs, then 512 hidden units."""
 
-    def __init__(self, in_channels: int = 4, hidden: int = 512):
+    def __init__(self, in_channels: int = 4, hidden: int = 512, image_size: tuple[int, int] = (84, 84)):
         super().__init__()
-        self.net = nn.Sequential(
+        convs = nn.Sequential(
             nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(64 * 7 * 7, hidden), nn.ReLU(),
         )  # fmt: skip
+        flat = _flat_size(convs, in_channels, image_size)  # 64 x 7 x 7 on 84x84
+        self.net = nn.Sequential(*convs, nn.Linear(flat, hidden), nn.ReLU())
         orthogonal_init(self, TORSO_GAIN)
         self.out_features = hidden
         self.autocast_dtype: torch.dtype | None = None  # see ``set_inference_precision``
@@ -63,7 +64,13 @@ class _ResidualBlock(nn.Module):
 class ResNetTorso(nn.Module):
     """The paper's deep network (Fig. 3): 3 stages of conv + max-pool + 2 residual blocks."""
 
-    def __init__(self, in_channels: int = 4, channels: tuple[int, ...] = (16, 32, 32), hidden: int = 256):
+    def __init__(
+        self,
+        in_channels: int = 4,
+        channels: tuple[int, ...] = (16, 32, 32),
+        hidden: int = 256,
+        image_size: tuple[int, int] = (84, 84),
+    ):
         super().__init__()
         stages: list[nn.Module] = []
         c_in = in_channels
@@ -76,8 +83,7 @@ class ResNetTorso(nn.Module):
             ]
             c_in = c_out
         self.stages = nn.Sequential(*stages)
-        with torch.no_grad():
-            flat = self.stages(torch.zeros(1, in_channels, 84, 84)).numel()
+        flat = _flat_size(self.stages, in_channels, image_size)  # 32 x 11 x 11 on 84x84, 32 x 8 x 8 on 64x64
         self.head = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU())
         orthogonal_init(self, TORSO_GAIN)
         for block in self.modules():  # residual blocks start as the identity, or 6 of them blow the scale up
@@ -101,6 +107,11 @@ class MLP(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs.float())
+
+
+def _flat_size(convs: nn.Module, in_channels: int, image_size: tuple[int, int]) -> int:
+    with torch.no_grad():
+        return convs(torch.zeros(1, in_channels, *image_size)).numel()
 
 
 def _over_images(net, pixels: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -151,7 +162,12 @@ def make_torso(network: str, obs_shape: tuple[int, ...]) -> nn.Module:
         return MLP(obs_shape[0])
     if len(obs_shape) != 3:
         raise ValueError(f"model.network: {network!r} needs image observations, got shape {obs_shape}")
-    return NatureCNN(obs_shape[0]) if network == "shallow" else ResNetTorso(obs_shape[0])
+    channels, *image_size = obs_shape
+    if network == "shallow":
+        if min(image_size) < 36:
+            raise ValueError(f"model.network: 'shallow' needs images of at least 36x36, got {tuple(image_size)}")
+        return NatureCNN(channels, image_size=tuple(image_size))
+    return ResNetTorso(channels, image_size=tuple(image_size))
 
 
 def make_actor_critic(

@@ -60,7 +60,10 @@ def test_sigkill_then_resume_continues_exactly_in_the_same_mlflow_run(tmp_path, 
     assert run.info.status == "FINISHED"
     frames = client.get_metric_history(run.info.run_id, "frames")
     steps = {m.step for m in frames}
-    assert before < steps and max(before) >= saved["global_step"] - 1  # the history runs past the kill point
-    assert steps == set(range(40))  # one x-axis (Lightning logs step i for the i-th update), no gap
+    # Lightning writes a step's checkpoint (a callback's on_train_batch_end) before that step's metrics: a
+    # SIGKILL landing in between loses that one row (step saved - 1), which the resumed run cannot replay
+    lost = {saved["global_step"] - 1} if max(before) == saved["global_step"] - 2 else set()
+    assert before < steps and max(before) >= saved["global_step"] - 2  # the history runs up to the kill point
+    assert steps == set(range(40)) - lost  # one x-axis (Lightning logs step i for the i-th update), no other gap
     # no reset: the frame counter continued (steps between the checkpoint and the kill were replayed)
     assert all(m.value == (m.step + 1) * 32 * 20 for m in frames)

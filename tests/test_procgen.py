@@ -1,0 +1,154 @@
+"""Procgen: the games' specs and level sets, the raw score beside clipped rewards, a short fit ->
+resume -> test on unseen levels, and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.envs.utils import check_env_specs
+
+from impala_lit.envs import EnvSpec
+from impala_lit.networks import ResNetTorso, make_actor_critic
+from impala_lit.procgen import unseen_levels
+
+from .conftest import run_recipe
+
+pytest.importorskip("procgen", reason="procgen2 has wheels for CPython 3.11 on Linux x86_64 only")
+
+
+def _level_seeds(spec: EnvSpec, games: int) -> set[int]:
+    """The level of each of ``games`` games, each started from its own seed."""
+    game = spec.make_gym().unwrapped
+    try:
+        seeds = set()
+        for seed in range(games):
+            game.reset(seed=seed)
+            seeds.add(int(game._env.get_info()[0]["level_seed"]))
+        return seeds
+    finally:
+        game.close()
+
+
+def test_a_game_has_the_benchmarks_specs_and_level_sets() -> None:
+    spec = EnvSpec("procgen/coinrun", num_levels=200)
+    env = spec.make_batched(4)
+    try:
+        assert env.batch_size == torch.Size([4])
+        assert env.observation_spec["observation"].shape == torch.Size([4, 3, 64, 64])
+        assert env.observation_spec["observation"].dtype == torch.uint8
+        assert env.action_spec.space.n == 15
+        check_env_specs(env, seed=0)
+    finally:
+        env.close()
+    assert spec.frames_per_step == 1  # no frame skip: a frame is an agent step
+
+    assert _level_seeds(dataclasses.replace(spec, num_levels=1, start_level=7), 5) == {7}
+    assert _level_seeds(dataclasses.replace(spec, num_levels=3, start_level=10), 12) == {10, 11, 12}
+    unseen = _level_seeds(unseen_levels(spec), 12)
+    assert len(unseen) == 12 and all(seed >= 200 for seed in unseen)  # the full distribution, not levels 0-199
+
+
+def test_the_score_is_raw_while_the_learner_sees_clipped_rewards() -> None:
+    """Same seed, same actions: clipping changes the rewards, not the logged game score."""
+    actions = torch.as_tensor(np.random.default_rng(0).integers(0, 15, size=(400, 8)))
+
+    def play(clip: bool):
+        env = EnvSpec("procgen/fruitbot", num_levels=50, clip_rewards=clip).make_batched(8)
+        env.set_seed(3)
+        td = env.reset()
+        rewards, over, scores = [], [], []
+        for step in range(len(actions)):
+            td["action"] = actions[step]
+            td, td_next = env.step_and_maybe_reset(td)
+            rewards.append(td["next", "reward"].reshape(-1))
+            over.append(td["next", "game_over"].reshape(-1))
+            scores.append(td["next", "game_return"].reshape(-1))
+            td = td_next
+        env.close()
+        return torch.stack(rewards), torch.stack(over), torch.stack(scores)
+
+    raw, over, scores = play(clip=False)
+    clipped, over_clipped, scores_clipped = play(clip=True)
+    assert (raw.abs() > 1).any(), "no reward beyond +-1 in 400 steps of 8 FruitBot games: the test shows nothing"
+    assert torch.equal(clipped, raw.sign()) and torch.equal(over, over_clipped)
+    assert torch.equal(scores, scores_clipped)  # the score sums the raw rewards either way
+    for env in range(raw.shape[1]):  # each game's score: its raw rewards, from its first step to its last
+        start = 0
+        ends = over[:, env].nonzero().reshape(-1).tolist()
+        for t in sorted({*ends, len(raw) - 1}):  # the games that ended, and the one still running
+            assert scores[t, env].item() == pytest.approx(raw[start : t + 1, env].sum().item()), (env, t)
+            start = t + 1
+
+
+def test_seeds_pick_the_games() -> None:
+    def first_frames(seed: int) -> torch.Tensor:
+        env = EnvSpec("procgen/starpilot", num_levels=0).make_batched(2)
+        env.set_seed(seed)
+        frames = env.reset()["observation"].clone()
+        env.close()
+        return frames
+
+    assert torch.equal(first_frames(1), first_frames(1))
+    assert not torch.equal(first_frames(1), first_frames(2))
+
+
+def test_the_deep_network_is_the_impala_cnn_on_64x64() -> None:
+    net = make_actor_critic("deep", (3, 64, 64), 15)
+    (torso,) = [m for m in net.modules() if isinstance(m, ResNetTorso)]
+    convs = [m for m in torso.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16] * 5 + [32] * 10  # 3 stages: a conv + 2 blocks of 2 convs
+    (dense,) = [m for m in torso.head if isinstance(m, torch.nn.Linear)]
+    assert (dense.in_features, dense.out_features) == (32 * 8 * 8, 256)  # 64 -> 32 -> 16 -> 8
+    out = net(TensorDict(observation=torch.zeros(2, 3, 64, 64, dtype=torch.uint8), batch_size=[2]))
+    assert out["logits"].shape == (2, 15) and out["state_value"].shape == (2, 1)
+
+
+def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_stray_workers) -> None:
+    args = ["--data.num_workers=1", "--data.envs_per_worker=8", "--data.batch_size=8", "--data.unroll_length=10",
+            "--eval.every_n_steps=2", "--eval.episodes=2", "--eval.max_video_frames=20",
+            "--trainer.log_every_n_steps=1"]  # fmt: skip
+    first = run_recipe("procgen", ["fit", "--trainer.max_steps=2", *args], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = first.only_run("procgen")
+    assert run.data.params["data.env_id"] == "procgen/starpilot" and run.data.params["data.num_levels"] == "200"
+    metrics = run.data.metrics
+    for name in ("eval/return_mean", "eval_train/return_mean", "eval/generalization_gap"):
+        assert name in metrics, sorted(metrics)
+    assert metrics["eval/generalization_gap"] == pytest.approx(
+        metrics["eval_train/return_mean"] - metrics["eval/return_mean"]
+    )
+    assert metrics["frames"] == 2 * 8 * 10  # one frame per agent step
+    client = first.client()
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "videos")] == ["videos/step00000002.gif"]
+
+    resumed = run_recipe("procgen", ["fit", "--ckpt_path=last", "--trainer.max_steps=3", *args], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = first.only_run("procgen")  # still one run
+    assert again.data.metrics["frames"] == 3 * 8 * 10
+
+    played = run_recipe("procgen", ["test", "--ckpt_path=last", "--eval.episodes=3", "--eval.video=false"], tmp_path)
+    assert played.returncode == 0, played.stderr[-3000:]
+    for name in ("eval/return_mean", "eval_train/return_mean", "eval/generalization_gap"):
+        assert name in played.stdout, played.stdout[-2000:]
+    assert "manual reset ignored" not in played.stdout + first.stdout  # gym3's reset warning is gone
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--data.env_id=procgen/coinrum"], "unknown Procgen game 'procgen/coinrum'; did you mean procgen/coinrun?"),
+        (["--data.distribution_mode=extreme"], "data.distribution_mode: 'extreme' is not one of easy, hard"),
+        (["--data.num_levels=-1"], "data.num_levels: must be >= 0 (0: every level), got -1"),
+        (["--model.network=mlp"], "model.network: 'mlp' needs vector observations, got shape (3, 64, 64)"),
+    ],
+)  # fmt: skip
+def test_bad_procgen_settings_fail_in_one_line(tmp_path, args: list[str], expected: str) -> None:
+    run = run_recipe("procgen", ["fit", *args], tmp_path, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and expected in errors[0], run.stderr[-2000:]
+    assert not list(run.checkpoints.rglob("*.ckpt"))
