@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from impala_lit.cli import fastest_precision
 
-from .conftest import run_recipe
+from .conftest import ROOT, run_recipe
 
 
 def native_bf16_cpu() -> bool:
@@ -59,6 +60,13 @@ HYPERPARAMETERS = {
     "--trainer.max_steps": "-1",
     "--ckpt_path": "null",
 }
+
+
+def test_no_recipe_hides_an_installed_package() -> None:
+    """Python puts a script's folder first on sys.path: ``recipes/procgen.py`` would stand in for the
+    procgen package that TorchRL imports, and every recipe would fail to start."""
+    for recipe in sorted((ROOT / "recipes").glob("*.py")):
+        assert importlib.util.find_spec(recipe.stem) is None, f"{recipe.name} hides the package {recipe.stem!r}"
 
 
 def test_help_shows_every_hyperparameter_with_its_default(tmp_path) -> None:

@@ -111,7 +111,7 @@ def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_str
     args = ["--data.num_workers=1", "--data.envs_per_worker=8", "--data.batch_size=8", "--data.unroll_length=10",
             "--eval.every_n_steps=2", "--eval.episodes=2", "--eval.max_video_frames=20",
             "--trainer.log_every_n_steps=1"]  # fmt: skip
-    first = run_recipe("procgen", ["fit", "--trainer.max_steps=2", *args], tmp_path)
+    first = run_recipe("procgen_games", ["fit", "--trainer.max_steps=2", *args], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     run = first.only_run("procgen")
     assert run.data.params["data.env_id"] == "procgen/starpilot" and run.data.params["data.num_levels"] == "200"
@@ -125,12 +125,13 @@ def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_str
     client = first.client()
     assert [a.path for a in client.list_artifacts(run.info.run_id, "videos")] == ["videos/step00000002.gif"]
 
-    resumed = run_recipe("procgen", ["fit", "--ckpt_path=last", "--trainer.max_steps=3", *args], tmp_path)
+    resumed = run_recipe("procgen_games", ["fit", "--ckpt_path=last", "--trainer.max_steps=3", *args], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     again = first.only_run("procgen")  # still one run
     assert again.data.metrics["frames"] == 3 * 8 * 10
 
-    played = run_recipe("procgen", ["test", "--ckpt_path=last", "--eval.episodes=3", "--eval.video=false"], tmp_path)
+    test_args = ["test", "--ckpt_path=last", "--eval.episodes=3", "--eval.video=false"]
+    played = run_recipe("procgen_games", test_args, tmp_path)
     assert played.returncode == 0, played.stderr[-3000:]
     for name in ("eval/return_mean", "eval_train/return_mean", "eval/generalization_gap"):
         assert name in played.stdout, played.stdout[-2000:]
@@ -147,7 +148,7 @@ def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_str
     ],
 )  # fmt: skip
 def test_bad_procgen_settings_fail_in_one_line(tmp_path, args: list[str], expected: str) -> None:
-    run = run_recipe("procgen", ["fit", *args], tmp_path, timeout=120)
+    run = run_recipe("procgen_games", ["fit", *args], tmp_path, timeout=120)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and expected in errors[0], run.stderr[-2000:]

@@ -1,20 +1,16 @@
 """Procgen with IMPALA's deep ResNet under the benchmark's easy protocol (Cobbe et al. 2020).
 
-python recipes/procgen.py fit                                    # StarPilot, 200 training levels
-python recipes/procgen.py fit --data.env_id procgen/coinrun      # any of the 16 games
-python recipes/procgen.py fit --ckpt_path last                   # resume
-python recipes/procgen.py test --ckpt_path last                  # games on unseen levels (and training levels)
+python recipes/procgen_games.py fit                                    # StarPilot, 200 training levels
+python recipes/procgen_games.py fit --data.env_id procgen/coinrun      # any of the 16 games
+python recipes/procgen_games.py fit --ckpt_path last                   # resume
+python recipes/procgen_games.py test --ckpt_path last                  # games on unseen levels (and training levels)
 
+Not ``recipes/procgen.py``: Python puts a script's folder first on ``sys.path``, and a file of that
+name would stand in for the procgen package in every recipe (TorchRL imports ``procgen``).
 Needs the procgen package: ``./setup.sh`` installs it (``requirements-procgen.txt``).
 """
 
-import sys
-from pathlib import Path
-
-# Python puts this file's folder first on sys.path, where this file's name hides the procgen package
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from impala_lit.cli import ImpalaCLI, cpu_has_native_bf16, fastest_precision  # noqa: E402
+from impala_lit.cli import ImpalaCLI, cpu_has_native_bf16, fastest_precision
 
 DEFAULTS = {
     # StarPilot's rewards come every few steps, so a short run shows learning; CoinRun pays once, at the end
