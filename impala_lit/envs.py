@@ -236,12 +236,18 @@ class EnvSpec:
         if not isinstance(env, TransformedEnv):
             env = TransformedEnv(env)
         env.append_transform(ExcludeTransform("env_id", "lives", "frame_number", "episode_frame_number"))
-        env.append_transform(RewardSum(in_keys=["reward"], out_keys=["game_return"]))
-        env.append_transform(StepCounter(step_count_key="game_length"))
-        env.append_transform(GameOver())
-        if self.clip_rewards:
-            env.append_transform(SignTransform(in_keys=["reward"], out_keys=["reward"]))
-        return env
+        return add_game_score(env, self.clip_rewards)
+
+
+def add_game_score(env: TransformedEnv, clip_rewards: bool) -> TransformedEnv:
+    """A batched env's raw score and length per game (TorchRL's ``RewardSum``/``StepCounter``) and
+    ``game_over``, counted before rewards are clipped by sign (if ``clip_rewards``)."""
+    env.append_transform(RewardSum(in_keys=["reward"], out_keys=["game_return"]))
+    env.append_transform(StepCounter(step_count_key="game_length"))
+    env.append_transform(GameOver())
+    if clip_rewards:
+        env.append_transform(SignTransform(in_keys=["reward"], out_keys=["reward"]))
+    return env
 
 
 class _AleVectorWrapper(GymWrapper):

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict
-from torchrl.envs import ProcgenEnv, RewardSum, SignTransform, StepCounter, TransformedEnv
+from torchrl.envs import ProcgenEnv, TransformedEnv
 
 if TYPE_CHECKING:
     from impala_lit.envs import EnvSpec
@@ -89,15 +89,10 @@ def _procgen_kwargs(spec: EnvSpec) -> dict:
 def make_batched(spec: EnvSpec, num_envs: int):
     """``num_envs`` games in one Procgen C++ env (TorchRL's ``ProcgenEnv``), batch size ``[num_envs]``,
     with the raw score and length of each game counted before rewards are clipped."""
-    from impala_lit.envs import GameOver
+    from impala_lit.envs import add_game_score
 
     env = TransformedEnv(ProcgenGames(game_name(spec.env_id), num_envs=num_envs, **_procgen_kwargs(spec)))
-    env.append_transform(RewardSum(in_keys=["reward"], out_keys=["game_return"]))
-    env.append_transform(StepCounter(step_count_key="game_length"))
-    env.append_transform(GameOver())
-    if spec.clip_rewards:
-        env.append_transform(SignTransform(in_keys=["reward"], out_keys=["reward"]))
-    return env
+    return add_game_score(env, spec.clip_rewards)
 
 
 class ProcgenGames(ProcgenEnv):
