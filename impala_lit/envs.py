@@ -178,8 +178,6 @@ class EnvSpec:
 
     def make(self) -> EnvBase:
         """One TorchRL environment (batch size ``[]``), rewards unclipped."""
-        if procgen.is_procgen(self.env_id):
-            return GymWrapper(self.make_gym(), categorical_action_encoding=True)
         env = GymWrapper(self.make_gym(), categorical_action_encoding=True)
         reader = default_info_dict_reader(
             list(GAME_KEYS),

@@ -16,6 +16,7 @@ none of which the simulation needs (those are for gym3's interactive viewer); th
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 from typing import TYPE_CHECKING
@@ -73,8 +74,6 @@ def check_levels(distribution_mode: str, num_levels: int, start_level: int) -> N
 def unseen_levels(spec: EnvSpec) -> EnvSpec:
     """The benchmark's test levels: the full distribution (``num_levels=0``), seeds drawn from
     2**31 levels, so the training set's few hundred are hit with probability ~1e-7 per game."""
-    import dataclasses
-
     return dataclasses.replace(spec, num_levels=0, start_level=0)
 
 
