@@ -50,6 +50,9 @@ class ImpalaModule(pl.LightningModule):
         c_thresh: V-trace c-bar, clips the trace coefficients.
         baseline_cost: weight of the baseline loss ``0.5 * sum (v_s - V(x_s))^2``.
         entropy_cost: weight of the entropy bonus.
+        normalize_advantage: standardize the policy-gradient advantages over the batch (PPO's and
+            CleanRL's ``norm_adv``): the policy term keeps one scale while the value error shrinks;
+            pair it with an entropy cost at the scale of standardized advantages (CleanRL: 0.01).
         lr: learning rate.
         optimizer: ``rmsprop`` (the paper's; ``rms_alpha``, ``rms_eps``) or ``adam`` (RLlib's and
             moolib's; ``adam_eps``).
@@ -80,6 +83,7 @@ class ImpalaModule(pl.LightningModule):
         c_thresh: float = 1.0,
         baseline_cost: float = 0.5,
         entropy_cost: float = 0.01,
+        normalize_advantage: bool = False,
         lr: float = 6e-4,
         optimizer: str = "rmsprop",
         rms_alpha: float = 0.99,
@@ -198,6 +202,13 @@ class ImpalaModule(pl.LightningModule):
             per_step = per_step * weight.reshape(per_step.shape)
         return per_step.sum() if self.hparams.loss_reduction == "sum" else per_step.mean()
 
+    def policy_advantage(self, batch: TensorDictBase) -> torch.Tensor:
+        """V-trace's rho-clipped advantages ``[B, T]``, standardized over the batch if ``normalize_advantage``."""
+        advantage = batch["advantage"].squeeze(-1)
+        if self.hparams.normalize_advantage:
+            advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        return advantage
+
     def loss(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """IMPALA's loss on a batch from ``compute_advantages``; ``"loss"`` is optimised.
 
@@ -207,7 +218,7 @@ class ImpalaModule(pl.LightningModule):
         hp = self.hparams
         log_probs = torch.log_softmax(batch["logits"], -1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        policy = -self.reduce_term(batch["advantage"].squeeze(-1) * batch["learner_log_prob"], batch)
+        policy = -self.reduce_term(self.policy_advantage(batch) * batch["learner_log_prob"], batch)
         baseline = self.reduce_term((batch["value_target"] - batch["state_value"]).pow(2), batch)
         baseline = hp.baseline_cost * 0.5 * baseline
         entropy_loss = -hp.entropy_cost * self.reduce_term(entropy, batch)

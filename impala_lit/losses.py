@@ -23,9 +23,9 @@ class APPOModule(ImpalaModule):
 
     Args:
         clip_range: epsilon of the clipped surrogate, ``ratio`` kept in ``[1 - eps, 1 + eps]``.
-        normalize_advantage: standardize advantages over the (mini)batch.
         num_epochs: passes over each batch of rollouts.
         num_minibatches: minibatches per pass (rollouts are shuffled, whole rollouts per minibatch).
+        normalize_advantage: standardize advantages over the (mini)batch (on by default, as PPO).
         **kwargs: ``ImpalaModule``'s settings.
     """
 
@@ -43,7 +43,7 @@ class APPOModule(ImpalaModule):
         for name, value in [("num_epochs", num_epochs), ("num_minibatches", num_minibatches)]:
             if value < 1:
                 raise ValueError(f"model.{name}: must be a positive integer, got {value}")
-        super().__init__(**kwargs)
+        super().__init__(normalize_advantage=normalize_advantage, **kwargs)
         self.save_hyperparameters()
         self._update = 0  # index of the update within the current batch
         self._order: torch.Tensor | None = None

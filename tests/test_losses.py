@@ -91,6 +91,25 @@ def test_mean_reduction_divides_every_term_by_the_steps_in_the_batch() -> None:
         assert by_mean[term].item() == pytest.approx(by_sum[term].item() / batch.numel(), rel=1e-5)
 
 
+def test_normalized_advantages_give_the_policy_gradient_one_scale_whatever_the_rewards() -> None:
+    torch.manual_seed(0)
+    module = ImpalaModule(observation_shape=(5,), num_actions=3, network="mlp", normalize_advantage=True)
+    grads, raw_std = [], []
+    for scale in (1.0, 100.0):  # rewards x 100: V-trace's advantages grow ~100x
+        batch = off_policy_batch()
+        batch.set(("next", "reward"), batch.get(("next", "reward")) * scale)
+        batch = module.compute_advantages(batch)
+        log_pi = batch["learner_log_prob"]
+        (grad,) = torch.autograd.grad(module.loss(batch)["policy"], log_pi)
+        advantage = batch["advantage"].squeeze(-1)
+        torch.testing.assert_close(grad, -(advantage - advantage.mean()) / advantage.std())
+        grads.append(grad)
+        raw_std.append(advantage.std().item())
+    assert raw_std[1] > 30 * raw_std[0]
+    for grad in grads:  # the policy gradient's scale does not follow them
+        assert grad.std().item() == pytest.approx(1.0, rel=1e-4)
+
+
 def test_adam_with_a_learning_rate_decayed_over_its_own_horizon(tmp_path) -> None:
     steps, horizon_steps = 6, 100  # CartPole: 32 x 20 frames per step
     args = ["fit", f"--trainer.max_steps={steps}", "--trainer.log_every_n_steps=1", "--eval.every_n_steps=0",
