@@ -202,9 +202,8 @@ class ImpalaModule(pl.LightningModule):
             per_step = per_step * weight.reshape(per_step.shape)
         return per_step.sum() if self.hparams.loss_reduction == "sum" else per_step.mean()
 
-    def policy_advantage(self, batch: TensorDictBase) -> torch.Tensor:
-        """V-trace's rho-clipped advantages ``[B, T]``, standardized over the batch if ``normalize_advantage``."""
-        advantage = batch["advantage"].squeeze(-1)
+    def scale_advantage(self, advantage: torch.Tensor) -> torch.Tensor:
+        """The policy gradient's advantages: standardized over the batch if ``normalize_advantage``, else as given."""
         if self.hparams.normalize_advantage:
             advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
         return advantage
@@ -218,7 +217,8 @@ class ImpalaModule(pl.LightningModule):
         hp = self.hparams
         log_probs = torch.log_softmax(batch["logits"], -1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        policy = -self.reduce_term(self.policy_advantage(batch) * batch["learner_log_prob"], batch)
+        advantage = self.scale_advantage(batch["advantage"].squeeze(-1))
+        policy = -self.reduce_term(advantage * batch["learner_log_prob"], batch)
         baseline = self.reduce_term((batch["value_target"] - batch["state_value"]).pow(2), batch)
         baseline = hp.baseline_cost * 0.5 * baseline
         entropy_loss = -hp.entropy_cost * self.reduce_term(entropy, batch)

@@ -76,9 +76,7 @@ class APPOModule(ImpalaModule):
         log_ratio = batch["learner_log_prob"] - batch["action_log_prob"]
         ratio = log_ratio.exp()
         with torch.no_grad():
-            advantage = batch["advantage"].squeeze(-1) / ratio.clamp_max(self.hparams.rho_thresh)
-            if self.hparams.normalize_advantage:
-                advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+            advantage = self.scale_advantage(batch["advantage"].squeeze(-1) / ratio.clamp_max(self.hparams.rho_thresh))
         surrogate = torch.min(ratio * advantage, ratio.clamp(1.0 - eps, 1.0 + eps) * advantage)
         policy = -self.reduce_term(surrogate, batch)
         terms["loss"] = terms["loss"] - terms["policy"] + policy
