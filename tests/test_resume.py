@@ -1,14 +1,16 @@
-"""Exact resume after SIGKILL, into the same MLflow run; safe checkpoint loading."""
+"""Exact resume after SIGKILL, into the same MLflow run; safe checkpoint loading; a branch into a new run."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import mlflow
 import pytest
 import torch
 
-from .conftest import run_recipe, start_recipe, stray_workers, wait_for
+from .conftest import ROOT, run_recipe, start_recipe, stray_workers, wait_for
 
 PROBE = "--model=tests.probes.RecordsResume"
 ARGS = ["--trainer.max_steps=40", "--checkpoint.every_n_train_steps=8", "--trainer.log_every_n_steps=1", PROBE]
@@ -67,3 +69,34 @@ def test_sigkill_then_resume_continues_exactly_in_the_same_mlflow_run(tmp_path, 
     assert steps == set(range(40)) - lost  # one x-axis (Lightning logs step i for the i-th update), no other gap
     # no reset: the frame counter continued (steps between the checkpoint and the kill were replayed)
     assert all(m.value == (m.step + 1) * 32 * 20 for m in frames)
+
+
+def test_a_branch_of_a_checkpoint_trains_on_in_a_new_run_with_the_changed_setting(tmp_path, no_stray_workers) -> None:
+    # bench/branch_checkpoint.py: the late-phase screens of issue 14 (BENCHMARKS.md) start from one checkpoint
+    steps = ["--trainer.log_every_n_steps=1", "--eval.every_n_steps=0"]
+    trunk = run_recipe("cartpole", ["fit", "--trainer.max_steps=8", *steps], tmp_path)
+    assert trunk.returncode == 0, trunk.stderr[-3000:]
+    source, target = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "branch.ckpt"
+    script = ROOT / "bench" / "branch_checkpoint.py"
+    made = subprocess.run([sys.executable, script, source, target, "--set", "lr=0.001", "max_frames=9000"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr[-3000:]
+    branch = run_recipe("cartpole", ["fit", f"--ckpt_path={target}", "--trainer.logger.init_args.run_name=branch",
+                                     *steps], tmp_path)  # fmt: skip
+    assert branch.returncode == 0, branch.stderr[-3000:]
+
+    client = trunk.client()
+    runs = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])
+    by_name = {run.info.run_name: run for run in runs}
+    assert len(runs) == 2 and "branch" in by_name, [run.info.run_name for run in runs]
+    (trunk_run,) = [run for run in runs if run.info.run_name != "branch"]
+    history = {key: client.get_metric_history(trunk_run.info.run_id, key) for key in ("frames", "lr")}
+    assert {m.step for m in history["frames"]} == set(range(8))  # the trunk's run got nothing of the branch
+    branch_id = by_name["branch"].info.run_id
+    assert by_name["branch"].data.params["model.lr"] == "0.001"
+    frames = [m.value for m in sorted(client.get_metric_history(branch_id, "frames"), key=lambda m: m.step)]
+    assert frames[0] == 9 * 32 * 20 and frames[-1] >= 9000  # went on from the trunk's frames to the new budget
+    assert len(frames) == 7  # 8 * 640 + 7 * 640 >= 9000: stopped by the branch's max_frames, not the trunk's
+    lr = sorted(client.get_metric_history(branch_id, "lr"), key=lambda m: m.step)[0].value
+    last_trunk_lr = max(history["lr"], key=lambda m: m.step).value
+    assert lr == pytest.approx(last_trunk_lr * 0.1, rel=0.05)  # the decay goes on, from a tenth of the old rate
