@@ -9,9 +9,9 @@ without replaying the hour that leads there: several branches of one checkpoint,
 
 Why a copy: ``fit --ckpt_path`` resumes into the checkpoint's own MLflow run, and the checkpoint's
 model hyperparameters win over the command line (LightningCLI). The copy drops the run id (a new
-run, named on the command line) and writes the asked model settings into it; ``lr`` also goes into
-the saved optimizer and schedule states, which would otherwise restore the old rate. Data settings (unroll length,
-batch size, seeds) need no copy: set them on the ``fit`` command line.
+run, named on the command line) and writes the asked model settings into it; ``lr`` also goes
+into the saved optimizer and schedule states, which would otherwise restore the old rate. Data
+settings (unroll length, batch size, seeds) need no copy: set them on the ``fit`` command line.
 """
 
 from __future__ import annotations
