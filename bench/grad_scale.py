@@ -1,11 +1,16 @@
 """Gradient scale of the IMPALA loss on a Pong batch, against RMSProp's eps.
 
 python bench/grad_scale.py [--rms-eps 0.01]
+python bench/grad_scale.py --ckpt checkpoints/pong/RUN/STEP.ckpt --unroll-length 10 --precision
 
-Collects a few batches with the initial policy (ale_vector actors), then prints the gradient
-norm of each loss term, the clip factor at ``gradient_clip_val`` 40, and per parameter tensor
-the median |gradient| after the clip and the share of entries above eps: where most entries
-are below eps, RMSProp's step is lr x g / eps instead of about lr.
+Collects a few batches with the initial policy (or a checkpoint's, ale_vector actors), then
+prints the gradient norm of each loss term, the clip factor at ``gradient_clip_val`` 40, and per
+parameter tensor the median |gradient| after the clip and the share of entries above eps: where
+most entries are below eps, RMSProp's step is lr x g / eps instead of about lr.
+
+``--precision`` also runs the learner pass under bf16 autocast, as ``--trainer.precision
+bf16-mixed`` does, and prints how far it moves values, logits, advantages and each term's
+gradient direction from fp32 (is a late plateau the learner's bf16 noise?).
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ def main() -> None:
     parser.add_argument("--rms-eps", dest="eps", type=float, default=0.01)
     parser.add_argument("--clip", type=float, default=40.0)
     parser.add_argument("--batches", type=int, default=30, help="batches to skip first (rewards appear)")
+    parser.add_argument("--ckpt", help="the weights of this checkpoint (default: a freshly initialised network)")
+    parser.add_argument("--unroll-length", dest="unroll_length", type=int, default=20)
+    parser.add_argument("--precision", action="store_true", help="compare the learner pass in bf16 autocast with fp32")
     args = parser.parse_args()
     torch.manual_seed(0)
-    module = ImpalaModule()
+    module = ImpalaModule.load_from_checkpoint(args.ckpt, map_location="cpu") if args.ckpt else ImpalaModule()
     stream = RolloutStream(EnvSpec("ALE/Pong-v5", backend="ale_vector"), module.actor, num_workers=1,
-                           envs_per_worker=16, unroll_length=20, batch_size=32)  # fmt: skip
+                           envs_per_worker=16, unroll_length=args.unroll_length, batch_size=32)  # fmt: skip
     batches = iter(stream)
     for _ in range(args.batches):
         batch = next(batches)
@@ -53,6 +61,37 @@ def main() -> None:
         above = (grad > args.eps).float().mean().item()
         print(f"{name:<52}{param.numel():>9}{grad.median().item():>12.2e}{above:>8.2f}")
     print(f"rewards in the batch: {int((batch['next', 'reward'] != 0).sum())}")
+    if args.precision:
+        precision_gap(module, batch)
+
+
+def _learner_pass(module: ImpalaModule, batch, bf16: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Outputs and per-term gradients (flattened over all parameters) of one learner pass."""
+    batch = batch.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        batch = module.compute_advantages(batch)
+        terms = module.loss(batch)
+    grads = {}
+    for name in ("policy", "baseline", "loss"):
+        module.zero_grad()
+        terms[name].backward(retain_graph=True)
+        flat = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in module.parameters()]
+        grads[name] = torch.cat(flat)
+    return batch, grads
+
+
+def precision_gap(module: ImpalaModule, batch) -> None:
+    """bf16 autocast against fp32 on the same batch and weights."""
+    fp32, grads32 = _learner_pass(module, batch, bf16=False)
+    bf16, grads16 = _learner_pass(module, batch, bf16=True)
+    print(f"\n{'bf16 vs fp32':<18}{'fp32 std':>10}{'mean |diff|':>13}{'max |diff|':>12}")
+    for key in ("state_value", "logits", "learner_log_prob", "advantage", "value_target"):
+        diff = (fp32[key] - bf16[key]).abs()
+        print(f"{key:<18}{fp32[key].std().item():>10.4f}{diff.mean().item():>13.5f}{diff.max().item():>12.5f}")
+    for name in ("policy", "baseline", "loss"):
+        a, b = grads32[name], grads16[name]
+        cosine = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+        print(f"{name:<10} gradient norm fp32 {a.norm().item():8.2f}  bf16 {b.norm().item():8.2f}  cosine {cosine:.4f}")
 
 
 if __name__ == "__main__":
