@@ -44,46 +44,42 @@ def main() -> None:
     for _ in range(args.batches):
         batch = next(batches)
     batches.close()
-    terms = module.loss(module.compute_advantages(batch.clone()))
+    fp32, terms, grads = learner_pass(module, batch, bf16=False)
     for name in ("policy", "baseline", "entropy"):
-        module.zero_grad()
-        terms[name].backward(retain_graph=True)
-        norm = torch.sqrt(sum((p.grad**2).sum() for p in module.parameters() if p.grad is not None))
-        print(f"{name:<10} value {terms[name].item():10.3f}   gradient norm {norm.item():8.2f}")
-    module.zero_grad()
-    terms["loss"].backward()
-    norm = torch.sqrt(sum((p.grad**2).sum() for p in module.parameters())).item()
+        print(f"{name:<10} value {terms[name].item():10.3f}   gradient norm {grads[name].norm().item():8.2f}")
+    norm = grads["loss"].norm().item()
     scale = min(1.0, args.clip / norm)
     print(f"total gradient norm {norm:.1f}; clip at {args.clip} scales it by {scale:.3f}")
     print(f"{'parameter':<52}{'entries':>9}{'median |g|':>12}{'> eps':>8}")
-    for name, param in module.named_parameters():
-        grad = (param.grad * scale).abs()
+    per_param = grads["loss"].split([p.numel() for p in module.parameters()])
+    for (name, param), grad in zip(module.named_parameters(), per_param, strict=True):
+        grad = (grad * scale).abs()
         above = (grad > args.eps).float().mean().item()
         print(f"{name:<52}{param.numel():>9}{grad.median().item():>12.2e}{above:>8.2f}")
     print(f"rewards in the batch: {int((batch['next', 'reward'] != 0).sum())}")
     if args.precision:
-        precision_gap(module, batch)
+        precision_gap(module, batch, fp32, grads)
 
 
-def _learner_pass(module: ImpalaModule, batch, bf16: bool) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Outputs and per-term gradients (flattened over all parameters) of one learner pass."""
+def learner_pass(module: ImpalaModule, batch, bf16: bool) -> tuple[dict, dict, dict[str, torch.Tensor]]:
+    """One learner pass (fp32, or under bf16 autocast as ``bf16-mixed``): the batch with its V-trace
+    outputs, the loss terms, and each term's gradient flattened over all parameters (zeros where none)."""
     batch = batch.clone()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         batch = module.compute_advantages(batch)
         terms = module.loss(batch)
     grads = {}
-    for name in ("policy", "baseline", "loss"):
+    for name in ("policy", "baseline", "entropy", "loss"):
         module.zero_grad()
         terms[name].backward(retain_graph=True)
         flat = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in module.parameters()]
         grads[name] = torch.cat(flat)
-    return batch, grads
+    return batch, terms, grads
 
 
-def precision_gap(module: ImpalaModule, batch) -> None:
-    """bf16 autocast against fp32 on the same batch and weights."""
-    fp32, grads32 = _learner_pass(module, batch, bf16=False)
-    bf16, grads16 = _learner_pass(module, batch, bf16=True)
+def precision_gap(module: ImpalaModule, batch, fp32, grads32: dict[str, torch.Tensor]) -> None:
+    """bf16 autocast against the fp32 pass (``learner_pass`` outputs) on the same batch and weights."""
+    bf16, _, grads16 = learner_pass(module, batch, bf16=True)
     print(f"\n{'bf16 vs fp32':<18}{'fp32 std':>10}{'mean |diff|':>13}{'max |diff|':>12}")
     for key in ("state_value", "logits", "learner_log_prob", "advantage", "value_target"):
         diff = (fp32[key] - bf16[key]).abs()
