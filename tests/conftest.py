@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -83,6 +84,32 @@ def run_recipe(recipe: str, args: list[str], workdir: Path, timeout: float = 600
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout)
     return RecipeRun(proc.returncode, proc.stdout, proc.stderr, tracking_uri, checkpoints, time.perf_counter() - start)
+
+
+def run_recipe_in_process(recipe: str, args: list[str], workdir: Path, monkeypatch, capsys) -> RecipeRun:
+    """``run_recipe`` inside the test process: the same command line, settings and exit code.
+
+    For commands that fail on their settings before any process starts: it skips the ~5 s of
+    imports a fresh interpreter pays per command (the bad-settings cases, 30 of them, are the
+    suite's most numerous). A command that got as far as training would run here too, so tests of
+    training, signals or exit paths use ``run_recipe``.
+    """
+    command, full_env, tracking_uri, checkpoints = _recipe_command(recipe, args, workdir, None)
+    for key, value in full_env.items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(sys, "argv", command[1:])
+    recipe_main = runpy.run_path(command[1], run_name="recipe")["main"]
+    capsys.readouterr()
+    start = time.perf_counter()
+    try:
+        recipe_main()
+        returncode = 0
+    except SystemExit as stop:
+        returncode = stop.code if isinstance(stop.code, int) else 1
+    out = capsys.readouterr()
+    return RecipeRun(returncode, out.out, out.err, tracking_uri, checkpoints, time.perf_counter() - start)
 
 
 def start_recipe(

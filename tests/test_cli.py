@@ -10,7 +10,7 @@ import torch
 
 from impala_lit.cli import fastest_precision
 
-from .conftest import ROOT, run_recipe
+from .conftest import ROOT, run_recipe, run_recipe_in_process
 
 
 def native_bf16_cpu() -> bool:
@@ -101,6 +101,16 @@ def test_print_config_round_trips(tmp_path) -> None:
     assert again.returncode == 0 and again.stdout == run.stdout
 
 
+def test_a_bad_setting_ends_the_real_command_in_one_line(tmp_path, no_stray_workers) -> None:
+    """The command as a user types it, in a fresh interpreter; the other cases run in-process."""
+    run = run_recipe("cartpole", ["fit", "--data.env_id=ALE/Pongg-v5"], tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    expected = "cartpole.py: error: data.env_id: unknown environment 'ALE/Pongg-v5'; did you mean ALE/Pong-v5"
+    assert len(lines) == 1 and lines[0].startswith(expected), run.stderr
+    assert not list(run.checkpoints.rglob("*.ckpt"))
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -133,8 +143,10 @@ def test_print_config_round_trips(tmp_path) -> None:
         ),
     ],
 )
-def test_bad_settings_fail_in_one_line(tmp_path, args: list[str], expected: str, no_stray_workers) -> None:
-    run = run_recipe("cartpole", ["fit", *args], tmp_path)
+def test_bad_settings_fail_in_one_line(
+    tmp_path, args: list[str], expected: str, no_stray_workers, monkeypatch, capsys
+) -> None:
+    run = run_recipe_in_process("cartpole", ["fit", *args], tmp_path, monkeypatch, capsys)
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if "error:" in line]
@@ -169,7 +181,9 @@ def test_ckpt_path_last_resumes_from_a_relative_checkpoint_folder(tmp_path) -> N
         ("pong", "data.env_id: is 'CartPole-v1' but {path} was trained with 'ALE/Pong-v5'"),
     ],
 )
-def test_unusable_checkpoints_fail_in_one_line(tmp_path, content: str, expected: str, no_stray_workers) -> None:
+def test_unusable_checkpoints_fail_in_one_line(
+    tmp_path, content: str, expected: str, no_stray_workers, monkeypatch, capsys
+) -> None:
     path = tmp_path / "given.ckpt"
     ours = {"state_dict": {"w": torch.zeros(3)}, "impala": {"frames": 0}}
     if content == "truncated":
@@ -183,7 +197,7 @@ def test_unusable_checkpoints_fail_in_one_line(tmp_path, content: str, expected:
         torch.save({**ours, "datamodule_hyper_parameters": {"env_id": "ALE/Pong-v5"}}, path)
     before = path.read_bytes()
     extra = ["--model.network=shallow"] if content == "deep network" else []  # asked for explicitly
-    run = run_recipe("cartpole", ["fit", f"--ckpt_path={path}", *extra], tmp_path)
+    run = run_recipe_in_process("cartpole", ["fit", f"--ckpt_path={path}", *extra], tmp_path, monkeypatch, capsys)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and expected.format(path=path) in errors[0], run.stderr

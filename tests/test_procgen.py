@@ -15,7 +15,7 @@ from impala_lit.envs import EnvSpec
 from impala_lit.networks import ResNetTorso, make_actor_critic
 from impala_lit.procgen import unseen_levels
 
-from .conftest import run_recipe
+from .conftest import run_recipe, run_recipe_in_process
 
 pytest.importorskip("procgen", reason="procgen2 has wheels for CPython 3.11 on Linux x86_64 only")
 
@@ -147,8 +147,8 @@ def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_str
         (["--model.network=mlp"], "model.network: 'mlp' needs vector observations, got shape (3, 64, 64)"),
     ],
 )  # fmt: skip
-def test_bad_procgen_settings_fail_in_one_line(tmp_path, args: list[str], expected: str) -> None:
-    run = run_recipe("procgen_games", ["fit", *args], tmp_path, timeout=120)
+def test_bad_procgen_settings_fail_in_one_line(tmp_path, args: list[str], expected: str, monkeypatch, capsys) -> None:
+    run = run_recipe_in_process("procgen_games", ["fit", *args], tmp_path, monkeypatch, capsys)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and expected in errors[0], run.stderr[-2000:]

@@ -9,7 +9,7 @@ from tensordict import TensorDict
 from impala_lit import ImpalaModule
 from impala_lit.replay import RolloutReplay
 
-from .conftest import run_recipe
+from .conftest import run_recipe, run_recipe_in_process
 from .test_vtrace import off_policy_batch
 
 
@@ -103,8 +103,8 @@ def test_replay_trains_cartpole_and_logs_its_share_and_lag(tmp_path, no_stray_wo
         (["--data.replay_alpha=-1"], "data.replay_alpha: must be >= 0, got -1.0"),
     ],
 )
-def test_bad_replay_settings_fail_in_one_line(tmp_path, args, expected) -> None:
-    run = run_recipe("cartpole", ["fit", *args], tmp_path)
+def test_bad_replay_settings_fail_in_one_line(tmp_path, args, expected, monkeypatch, capsys) -> None:
+    run = run_recipe_in_process("cartpole", ["fit", *args], tmp_path, monkeypatch, capsys)
     assert run.returncode == 2
     errors = [line for line in run.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and expected in errors[0], run.stderr[-2000:]
