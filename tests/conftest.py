@@ -90,7 +90,7 @@ def run_recipe_in_process(recipe: str, args: list[str], workdir: Path, monkeypat
     """``run_recipe`` inside the test process: the same command line, settings and exit code.
 
     For commands that fail on their settings before any process starts: it skips the ~5 s of
-    imports a fresh interpreter pays per command (the bad-settings cases, 30 of them, are the
+    imports a fresh interpreter pays per command (the bad-settings cases, more than 30, are the
     suite's most numerous). A command that got as far as training would run here too, so tests of
     training, signals or exit paths use ``run_recipe``.
     """
