@@ -75,16 +75,24 @@ class StopAtReturn(Callback):
     ``--trainer.callbacks+=impala_lit.callbacks.StopAtReturn --trainer.callbacks.threshold=450``.
     Lightning's ``EarlyStopping`` checks at the end of an epoch or of validation; a stream of
     rollouts has neither, so this checks after every batch. Under DDP the figure is global, so
-    every learner stops at the same step.
+    every learner stops at the same step. Only a mean over at least ``min_games`` games counts
+    (``episode/games``): after a resume the window starts empty, and the first game or two said
+    nothing (a Pong branch stopped at "20" on its first games).
     """
 
-    def __init__(self, threshold: float, monitor: str = "episode/return"):
+    def __init__(self, threshold: float, monitor: str = "episode/return", min_games: int = 100):
+        if min_games < 1:
+            raise ValueError(f"StopAtReturn.min_games: must be a positive integer, got {min_games}")
         self.threshold = threshold
         self.monitor = monitor
+        self.min_games = min_games
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         value = trainer.callback_metrics.get(self.monitor)
-        if value is not None and float(value) >= self.threshold:
+        games = trainer.callback_metrics.get("episode/games")
+        if value is None or games is None or float(games) < self.min_games:
+            return
+        if float(value) >= self.threshold:
             trainer.should_stop = True
 
 

@@ -319,8 +319,13 @@ class ImpalaModule(pl.LightningModule):
         self._fps_window.append((now, self.frames))
         metrics = {f"loss/{k}" if k != "loss" else "loss/total": v.detach() for k, v in terms.items()}
         with torch.no_grad():
-            rho = (batch["learner_log_prob"] - batch["action_log_prob"]).exp()
+            log_rho = batch["learner_log_prob"] - batch["action_log_prob"]
+            rho = log_rho.exp()
             metrics["vtrace/rho_mean"] = rho.mean()
+            # how far the learner has moved from the actors' policy: KL(behaviour || learner) by
+            # Schulman's unbiased estimator E_mu[rho - 1 - log rho], and the mean |log rho|
+            metrics["vtrace/approx_kl"] = (rho - 1.0 - log_rho).mean()
+            metrics["vtrace/log_rho_abs"] = log_rho.abs().mean()
             metrics["vtrace/rho_clipped_frac"] = (rho > self.hparams.rho_thresh).float().mean()
             metrics["vtrace/value_target_mean"] = batch["value_target"].mean()
             behaviour_version = batch["policy_version"].float()
@@ -358,6 +363,7 @@ class ImpalaModule(pl.LightningModule):
         if totals[2]:  # mean raw score and length of the last 100 games (of each learner's actors)
             self.log("episode/return", totals[0] / totals[2], prog_bar=True)
             self.log("episode/length", totals[1] / totals[2])
+            self.log("episode/games", float(totals[2]))  # in the window: up to 100 per learner
         return metrics["loss/total"]
 
     def configure_optimizers(self):

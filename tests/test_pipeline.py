@@ -25,6 +25,7 @@ TRAINING_METRICS = [
     "fps",
     "episode/return",
     "episode/length",
+    "episode/games",
     "loss/total",
     "loss/policy",
     "loss/baseline",
@@ -34,6 +35,8 @@ TRAINING_METRICS = [
     "policy_lag",
     "vtrace/rho_mean",
     "vtrace/rho_clipped_frac",
+    "vtrace/approx_kl",
+    "vtrace/log_rho_abs",
 ]
 
 
@@ -228,6 +231,9 @@ def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
     # the actors' bf16 log-probabilities agree with the learner's: importance ratios near 1
     rho = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "vtrace/rho_mean")]
     assert all(0.95 < r < 1.05 for r in rho), rho
+    # and so does the KL estimate: never negative (rho - 1 - log rho >= 0), small at this policy lag
+    kl = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "vtrace/approx_kl")]
+    assert kl and all(0.0 <= k < 0.01 for k in kl), kl
     assert (run.checkpoints / "last.ckpt").exists()
     # a quiet console: no TorchRL INFO line (the actors' included), no Lightning tip, no deprecation
     # warning of a dependency, no emulator banner; the run's log file holds them
