@@ -75,9 +75,10 @@ class StopAtReturn(Callback):
     ``--trainer.callbacks+=impala_lit.callbacks.StopAtReturn --trainer.callbacks.threshold=450``.
     Lightning's ``EarlyStopping`` checks at the end of an epoch or of validation; a stream of
     rollouts has neither, so this checks after every batch. Under DDP the figure is global, so
-    every learner stops at the same step. Only a mean over at least ``min_games`` games counts
-    (``episode/games``): after a resume the window starts empty, and the first game or two said
-    nothing (a Pong branch stopped at "20" on its first games).
+    every learner stops at the same step. For the 100-game mean (the default ``monitor``), only a
+    mean over at least ``min_games`` games counts (``episode/games``): after a resume the window
+    starts empty, and the first game or two said nothing (a Pong branch stopped at "20" on its
+    first games). Any other ``monitor`` (e.g. ``eval/return_mean``) counts from its first value.
     """
 
     def __init__(self, threshold: float, monitor: str = "episode/return", min_games: int = 100):
@@ -89,9 +90,12 @@ class StopAtReturn(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         value = trainer.callback_metrics.get(self.monitor)
-        games = trainer.callback_metrics.get("episode/games")
-        if value is None or games is None or float(games) < self.min_games:
+        if value is None:
             return
+        if self.monitor == "episode/return":
+            games = trainer.callback_metrics.get("episode/games")
+            if games is None or float(games) < self.min_games:
+                return
         if float(value) >= self.threshold:
             trainer.should_stop = True
 
