@@ -10,7 +10,8 @@ without replaying the hour that leads there: several branches of one checkpoint,
 Why a copy: ``fit --ckpt_path`` resumes into the checkpoint's own MLflow run, and the checkpoint's
 model hyperparameters win over the command line (LightningCLI). The copy drops the run id (a new
 run, named on the command line) and writes the asked model settings into it; ``lr`` also goes
-into the saved optimizer and schedule states, which would otherwise restore the old rate. Data
+into the saved optimizer and schedule states, which would otherwise restore the old rate, and so
+do the optimizer's other settings (``rms_eps``, ``adam_eps``, ``rms_alpha``). Data
 settings (unroll length, batch size, seeds) need no copy: set them on the ``fit`` command line.
 """
 
@@ -46,6 +47,13 @@ def branch(source: Path, target: Path, settings: dict[str, object]) -> dict:
             known = ", ".join(sorted(k for k in hparams if not k.startswith("_")))
             raise SystemExit(f"--set {name}: not a model hyperparameter of {source} (one of: {known})")
         hparams[name] = value
+    eps_name = "adam_eps" if hparams.get("optimizer") == "adam" else "rms_eps"
+    optimizer_key = {"rms_alpha": "alpha", eps_name: "eps"}
+    for name, key in optimizer_key.items():
+        if name in settings:  # Lightning restores the optimizer's param groups, which would win over the hparams
+            for state in checkpoint.get("optimizer_states", []):
+                for group in state["param_groups"]:
+                    group[key] = float(settings[name])
     if "lr" in settings:
         new_lr = float(settings["lr"])
         for state in checkpoint.get("optimizer_states", []):
