@@ -78,9 +78,12 @@ def test_a_branch_of_a_checkpoint_trains_on_in_a_new_run_with_the_changed_settin
     assert trunk.returncode == 0, trunk.stderr[-3000:]
     source, target = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "branch.ckpt"
     script = ROOT / "bench" / "branch_checkpoint.py"
-    made = subprocess.run([sys.executable, script, source, target, "--set", "lr=0.001", "max_frames=9000"],
+    settings = ["lr=0.001", "max_frames=9000", "rms_eps=0.001"]
+    made = subprocess.run([sys.executable, script, source, target, "--set", *settings],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert made.returncode == 0, made.stderr[-3000:]
+    (group,) = torch.load(target, weights_only=False)["optimizer_states"][0]["param_groups"]
+    assert group["eps"] == 0.001  # Lightning restores the saved param groups: the setting must be in them
     branch = run_recipe("cartpole", ["fit", f"--ckpt_path={target}", "--trainer.logger.init_args.run_name=branch",
                                      *steps], tmp_path)  # fmt: skip
     assert branch.returncode == 0, branch.stderr[-3000:]
