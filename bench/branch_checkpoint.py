@@ -42,6 +42,8 @@ def branch(source: Path, target: Path, settings: dict[str, object]) -> dict:
     checkpoint = torch.load(source, map_location="cpu", weights_only=False)
     checkpoint.pop("mlflow", None)
     hparams = checkpoint["hyper_parameters"]
+    if "optimizer" in settings and settings["optimizer"] != hparams.get("optimizer"):
+        raise SystemExit("--set optimizer: a branch keeps the saved optimizer state; train a new run to change it")
     for name, value in settings.items():
         if name not in hparams:
             known = ", ".join(sorted(k for k in hparams if not k.startswith("_")))
