@@ -24,7 +24,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.modules import set_recurrent_mode
 
 from impala_lit.networks import make_actor_critic
-from impala_lit.recurrent import learner_inputs, state_keys
+from impala_lit.recurrent import learner_inputs, set_core_norm, state_keys
 from impala_lit.vtrace import TakenActionVTrace
 
 
@@ -45,6 +45,9 @@ class ImpalaModule(pl.LightningModule):
             the heads (``impala_lit.recurrent``); the actors carry its state, the learner replays
             each unroll from the state stored at its first step.
         core_size: units of the recurrent core.
+        core_norm: layer-normalize the torso's features before the core (no learned weights);
+            without it the LSTM's gates saturated on Pong and the torso stopped learning.
+            Checkpoints saved before this setting existed load with it off.
         discount: gamma.
         rho_thresh: V-trace rho-bar, clips the importance ratio of the TD error and policy gradient.
         c_thresh: V-trace c-bar, clips the trace coefficients.
@@ -78,6 +81,7 @@ class ImpalaModule(pl.LightningModule):
         network: str = "shallow",
         core: str = "none",
         core_size: int = 256,
+        core_norm: bool = True,
         discount: float = 0.99,
         rho_thresh: float = 1.0,
         c_thresh: float = 1.0,
@@ -115,7 +119,9 @@ class ImpalaModule(pl.LightningModule):
             if value is not None and value < 1:
                 raise ValueError(f"model.{name}: must be a positive integer or null, got {value}")
         self.save_hyperparameters()
-        self.actor_critic = make_actor_critic(network, tuple(observation_shape), num_actions, core, core_size)
+        self.actor_critic = make_actor_critic(
+            network, tuple(observation_shape), num_actions, core, core_size, core_norm
+        )
         self.state_keys = state_keys(self.actor_critic)  # [] for a feed-forward network
         self.vtrace = TakenActionVTrace(gamma=discount, rho_thresh=rho_thresh, c_thresh=c_thresh)
         self.frames = 0  # emulator frames consumed by the learner
@@ -404,6 +410,9 @@ class ImpalaModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "core_norm" not in checkpoint.get("hyper_parameters", {"core_norm": None}):
+            set_core_norm(self.actor_critic, False)  # saved before the setting: its core had none
+            self.hparams.core_norm = False
         state = checkpoint.get("impala", {})
         self.frames = int(state.get("frames", 0))
         self.policy_version = int(state.get("policy_version", 0))

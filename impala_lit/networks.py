@@ -171,7 +171,12 @@ def make_torso(network: str, obs_shape: tuple[int, ...]) -> nn.Module:
 
 
 def make_actor_critic(
-    network: str, obs_shape: tuple[int, ...], num_actions: int, core: str = "none", core_size: int = 256
+    network: str,
+    obs_shape: tuple[int, ...],
+    num_actions: int,
+    core: str = "none",
+    core_size: int = 256,
+    core_norm: bool = True,
 ) -> ActorValueOperator:
     """Shared torso [-> recurrent core] -> (``ProbabilisticActor`` over categorical logits, ``ValueOperator``).
 
@@ -188,7 +193,7 @@ def make_actor_critic(
         hidden = torso.out_features
     else:  # the paper's agents: torso -> LSTM -> heads
         features = TensorDictModule(torso, in_keys=["observation"], out_keys=["features"])
-        common = TensorDictSequential(features, make_core(core, torso.out_features, core_size))
+        common = TensorDictSequential(features, make_core(core, torso.out_features, core_size, core_norm))
         hidden = core_size
     logits = orthogonal_init(nn.Linear(hidden, num_actions), 0.01)
     policy_head = TensorDictModule(logits, in_keys=["hidden"], out_keys=["logits"])

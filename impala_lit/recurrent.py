@@ -41,17 +41,28 @@ def check_core(core: str, core_size: int) -> None:
 
 
 class _FP32Core:
-    """Runs the core in fp32 outside autocast, whatever the trainer's precision.
+    """Runs the core in fp32 outside autocast, whatever the trainer's precision; with
+    ``normalize_input``, on the layer-normalized ``features`` (no learned parameters).
 
     Under CPU bf16 autocast, PyTorch runs ``nn.LSTM`` as oneDNN's bf16 ``mkldnn_rnn_layer`` with
     the fp32 state and fails ("could not create a primitive descriptor for the LSTM forward
     propagation primitive"); the core is a small part of the learner's work next to the torso.
+
+    Why the normalization (BENCHMARKS.md, issue 15): on Pong the Nature CNN's ReLU features grew
+    35-fold (norm 7.8 -> 250) within the first 1,000 updates, 85-90% of the LSTM's gate
+    pre-activations went past +-4, and the saturated gates passed no gradient back: the torso
+    stopped learning and the heads learned a state-independent policy (-21 for 6M frames).
     """
+
+    normalize_input: bool = False
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         features = tensordict.get("features")
         with torch.autocast(features.device.type, enabled=False):
-            tensordict.set("features", features.float())
+            features = features.float()
+            if self.normalize_input:
+                features = nn.functional.layer_norm(features, features.shape[-1:])
+            tensordict.set("features", features)
             return super().forward(tensordict)
 
 
@@ -63,22 +74,30 @@ class GRUCore(_FP32Core, GRUModule):
     """TorchRL's ``GRUModule``, in fp32."""
 
 
-def make_core(core: str, input_size: int, core_size: int) -> LSTMModule | GRUModule:
+def make_core(core: str, input_size: int, core_size: int, normalize_input: bool = True) -> LSTMModule | GRUModule:
     """TorchRL's LSTM or GRU module from ``features`` to ``hidden``, carrying its state in the tensordict.
 
-    Orthogonal weights and zero biases, as CleanRL's PPO-LSTM initialises its core.
+    Orthogonal weights and zero biases, as CleanRL's PPO-LSTM initialises its core;
+    ``normalize_input`` layer-normalizes ``features`` first (see ``_FP32Core``).
     """
     check_core(core, core_size)
     if core == "none":
         raise ValueError("model.core: 'none' has no recurrent module")
     cls = LSTMCore if core == "lstm" else GRUCore
     module = cls(input_size=input_size, hidden_size=core_size, in_key="features", out_key="hidden")
+    module.normalize_input = normalize_input
     for name, param in module.named_parameters():
         if "weight" in name:
             nn.init.orthogonal_(param, 1.0)
         else:
             nn.init.zeros_(param)
     return module
+
+
+def set_core_norm(module: nn.Module, normalize_input: bool) -> None:
+    """Switch the input normalization of every core in ``module`` (it has no weights to load)."""
+    for core in recurrent_cores(module):
+        core.normalize_input = normalize_input
 
 
 def recurrent_cores(module: nn.Module) -> list[LSTMModule | GRUModule]:

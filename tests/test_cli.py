@@ -37,6 +37,7 @@ HYPERPARAMETERS = {
     "--model.network": "shallow",
     "--model.core": "none",
     "--model.core_size": "256",
+    "--model.core_norm": "True",
     "--model.discount": "0.99",
     "--model.rho_thresh": "1.0",
     "--model.c_thresh": "1.0",

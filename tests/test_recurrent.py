@@ -85,6 +85,45 @@ def test_every_torso_takes_a_core(network, shape) -> None:
     assert (out["learner_log_prob"] - rollout["action_log_prob"]).abs().max() < 1e-5
 
 
+def _logits(learner: ImpalaModule, observations: torch.Tensor) -> torch.Tensor:
+    step = TensorDict(observation=observations, batch_size=observations.shape[:1])
+    with torch.no_grad():
+        return learner.actor(step.update(reset_state(learner.actor, observations.shape[0])))["logits"]
+
+
+@pytest.mark.parametrize("core_norm", [True, False])
+def test_core_input_normalization_makes_the_policy_blind_to_the_feature_scale(core_norm) -> None:
+    """Pong's ReLU features grew 35-fold and saturated the LSTM's gates (BENCHMARKS.md); with
+    ``core_norm`` the core sees them layer-normalized, so scaling them changes nothing it outputs."""
+    torch.manual_seed(0)
+    learner = ImpalaModule(observation_shape=(4, 84, 84), num_actions=6, core="lstm", core_size=32, core_norm=core_norm)
+    observations = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    before = _logits(learner, observations)
+    dense = learner.actor_critic.module[0].module[0].module.net[-2]
+    assert isinstance(dense, torch.nn.Linear) and dense.out_features == 512
+    with torch.no_grad():  # ReLU(a z) = a ReLU(z): every feature 50 times larger
+        dense.weight.mul_(50.0)
+        dense.bias.mul_(50.0)
+    after = _logits(learner, observations)
+    if core_norm:
+        torch.testing.assert_close(after, before, atol=1e-4, rtol=0)
+    else:
+        assert (after - before).abs().max() > 1e-3
+
+
+def test_checkpoints_saved_before_core_norm_load_without_it(tmp_path) -> None:
+    torch.manual_seed(0)
+    old = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp", core="lstm", core_size=8, core_norm=False)
+    hparams = {k: v for k, v in old.hparams.items() if k != "core_norm"}
+    path = tmp_path / "old.ckpt"
+    saved = {"state_dict": old.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": "2.6.0"}
+    torch.save(saved, path)
+    loaded = ImpalaModule.load_from_checkpoint(path)
+    assert loaded.hparams.core_norm is False
+    observations = torch.randn(3, 4)
+    torch.testing.assert_close(_logits(loaded, observations), _logits(old, observations))
+
+
 def test_feed_forward_rollouts_carry_no_state(no_stray_workers) -> None:
     learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp")
     batches = iter(_stream(learner, unroll_length=5))
