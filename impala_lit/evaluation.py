@@ -36,7 +36,7 @@ VIDEO_MAX_PIXELS = 120_000  # frames larger than this (CartPole's 400x600) are d
 
 @dataclasses.dataclass
 class GameResults:
-    """Raw scores and lengths (agent steps) of the games played, and the frames of the first one."""
+    """Raw scores and lengths (agent steps) of the games played, and the frames of the recorded one."""
 
     returns: list[float]
     lengths: list[int]
@@ -80,36 +80,31 @@ def play_games(
     record: bool = False,
     max_video_frames: int = 1000,
 ) -> GameResults:
-    """Play ``episodes`` whole games with ``policy``; record the first ``max_video_frames`` of game 0.
+    """Play ``episodes`` whole games with ``policy``; with ``record``, also the first ``max_video_frames``
+    agent steps of one more game, for the GIF only (not scored).
 
-    The recorded game is played alone (it renders RGB frames); the others are played at once,
-    one per environment of the training backend's batched env (``ale_vector`` for Pong), with
-    one policy call per step for all of them: 10 Pong games took ~40 s one after the other,
-    the learner paused meanwhile (BENCHMARKS.md).
+    The scored games are played at once, one per environment of the training backend's batched
+    env (``ale_vector`` for Pong), with one policy call per step for all of them. The recorded
+    game renders RGB frames, so it is played alone, and it stops with its last recorded frame:
+    played to the end alone it cost 10-20 s per evaluation late in Pong, the learner paused
+    meanwhile (BENCHMARKS.md).
     """
     spec = dataclasses.replace(env, episodic_life=False)  # the unit of evaluation is a game
     policy = copy.deepcopy(policy).cpu().float().eval()
     mode = ExplorationType.DETERMINISTIC if greedy else ExplorationType.RANDOM
-    returns: list[float] = []
-    lengths: list[int] = []
     frames: list[np.ndarray] = []
     fps = 60.0 / spec.frame_skip if is_atari(spec.env_id) else 30.0
     with torch.no_grad(), set_exploration_type(mode):
         if record:
-            game_return, game_length, frames, fps = _play_recorded(spec, policy, seed, max_video_frames)
-            returns.append(game_return)
-            lengths.append(game_length)
-        if episodes > len(returns):
-            more_returns, more_lengths = _play_batched(spec, policy, episodes - len(returns), seed + len(returns))
-            returns += more_returns
-            lengths += more_lengths
+            frames, fps = _record_game(spec, policy, seed, max_video_frames)
+        returns, lengths = _play_batched(spec, policy, episodes, seed)
     return GameResults(returns, lengths, frames, fps)
 
 
-def _play_recorded(
+def _record_game(
     spec: EnvSpec, policy: TensorDictModuleBase, seed: int, max_video_frames: int
-) -> tuple[float, int, list[np.ndarray], float]:
-    """One game in a gymnasium env that renders RGB frames; its score, length, frames and frame rate."""
+) -> tuple[list[np.ndarray], float]:
+    """Up to ``max_video_frames`` frames of one game in a gymnasium env that renders RGB; and their frame rate."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (CartPole's renderer) needs no screen
     game = spec.make_gym(render_mode="rgb_array")
     fps = 60.0 / spec.frame_skip if is_atari(spec.env_id) else float(game.metadata.get("render_fps", 30))
@@ -118,18 +113,18 @@ def _play_recorded(
     try:
         obs, _ = game.reset(seed=seed)
         frames.append(_small(game.render()))
-        while True:
+        while len(frames) < max_video_frames:
             td = TensorDict(observation=torch.as_tensor(np.asarray(obs)).unsqueeze(0), batch_size=[1])
             if state is not None:
                 td.update(state)
             out = policy(td)
             if state is not None:
                 state = carry_state(out, policy)
-            obs, _, terminated, truncated, info = game.step(int(out["action"].item()))
-            if len(frames) < max_video_frames:
-                frames.append(_small(game.render()))
+            obs, _, terminated, truncated, _ = game.step(int(out["action"].item()))
+            frames.append(_small(game.render()))
             if terminated or truncated:
-                return float(info["game_return"]), int(info["game_length"]), frames, fps
+                break
+        return frames, fps
     finally:
         game.close()
 
@@ -167,7 +162,8 @@ class EvaluationCallback(Callback):
         every_n_steps: during ``fit``, evaluate every this many learner steps (0: never).
         episodes: games per evaluation.
         greedy: play the most likely action instead of sampling from the policy.
-        video: record the first game and log it as ``videos/step<N>.gif`` in the MLflow run.
+        video: record one more game (not scored), up to ``max_video_frames`` agent steps, and log
+            it as ``videos/step<N>.gif`` in the MLflow run.
         max_video_frames: agent steps recorded at most.
         seed: seed of the first evaluation game (game i uses seed + i).
     """

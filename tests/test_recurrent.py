@@ -140,6 +140,12 @@ def test_evaluation_games_carry_the_state() -> None:
     results = play_games(EnvSpec("CartPole-v1"), learner.actor, 3, record=True, max_video_frames=5)
     assert len(results.returns) == 3 and all(r >= 8 for r in results.returns)
     assert len(results.frames) == 5
+    # the recorded game is for the GIF only: the scores are those of the games played without it
+    torch.manual_seed(1)
+    unrecorded = play_games(EnvSpec("CartPole-v1"), learner.actor, 3, greedy=True)
+    torch.manual_seed(1)
+    recorded = play_games(EnvSpec("CartPole-v1"), learner.actor, 3, greedy=True, record=True, max_video_frames=5)
+    assert recorded.returns == unrecorded.returns and recorded.lengths == unrecorded.lengths
 
 
 @pytest.mark.parametrize(
