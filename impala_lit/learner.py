@@ -61,6 +61,9 @@ class ImpalaModule(pl.LightningModule):
             moolib's; ``adam_eps``).
         rms_alpha: RMSProp decay.
         rms_eps: RMSProp epsilon.
+        rms_init: RMSProp's running mean of squared gradients at the start: 0 (PyTorch's), or 1
+            (TensorFlow's, which the paper's reference code ran): its first updates then take
+            steps of about ``lr x gradient`` where PyTorch's take ~10 x ``lr`` for every weight.
         adam_eps: Adam epsilon.
         loss_reduction: ``sum`` the loss terms over batch and time (the reference code's scale,
             which the paper's RMSProp learning rate, epsilon and gradient clip were tuned for) or
@@ -92,6 +95,7 @@ class ImpalaModule(pl.LightningModule):
         optimizer: str = "rmsprop",
         rms_alpha: float = 0.99,
         rms_eps: float = 0.01,
+        rms_init: float = 0.0,
         adam_eps: float = 1e-8,
         loss_reduction: str = "sum",
         lr_decay: bool = True,
@@ -100,6 +104,8 @@ class ImpalaModule(pl.LightningModule):
         max_nonfinite_updates: int = 10,
     ):
         super().__init__()
+        if not rms_init >= 0:
+            raise ValueError(f"model.rms_init: must be >= 0, got {rms_init}")
         for name, value in [("discount", discount), ("rms_alpha", rms_alpha)]:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"model.{name}: must be in [0, 1], got {value}")
@@ -378,6 +384,10 @@ class ImpalaModule(pl.LightningModule):
             optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.adam_eps)
         else:
             optimizer = torch.optim.RMSprop(self.parameters(), lr=hp.lr, alpha=hp.rms_alpha, eps=hp.rms_eps)
+            if hp.get("rms_init", 0.0) > 0:  # a resumed run's saved state replaces this one
+                for param in self.parameters():
+                    square_avg = torch.full_like(param, hp.rms_init)
+                    optimizer.state[param] = {"step": torch.zeros(()), "square_avg": square_avg}
         total_steps = self._decay_steps()
         if not hp.lr_decay or total_steps is None:
             return optimizer

@@ -46,6 +46,7 @@ HYPERPARAMETERS = {
     "--model.lr": "0.0006",
     "--model.rms_alpha": "0.99",
     "--model.rms_eps": "0.01",
+    "--model.rms_init": "0.0",
     "--model.optimizer": "rmsprop",
     "--model.adam_eps": "1e-08",
     "--model.loss_reduction": "sum",
