@@ -124,3 +124,24 @@ def test_adam_with_a_learning_rate_decayed_over_its_own_horizon(tmp_path) -> Non
     assert state["param_groups"][0]["eps"] == 1e-5 and "exp_avg_sq" in next(iter(state["state"].values()))
     params = client.get_run(run_id).data.params
     assert params["model.optimizer"] == "adam" and params["model.loss_reduction"] == "mean"
+
+
+@pytest.mark.parametrize(("rms_init", "first_step"), [(0.0, 9.09), (1.0, 0.99)])
+def test_rmsprop_first_step_follows_its_initial_mean_square(rms_init, first_step) -> None:
+    """PyTorch's RMSProp starts its mean of squared gradients at 0: a first step of ~10 x lr for every
+    weight, whatever its gradient; TensorFlow's (the paper's code) at 1: a step of ~lr x gradient."""
+    learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp", lr=1e-3, rms_init=rms_init)
+    optimizer = learner.configure_optimizers()
+    before = [p.detach().clone() for p in learner.parameters()]
+    for p in learner.parameters():
+        p.grad = torch.full_like(p, 1.0)
+    optimizer.step()
+    steps = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, learner.parameters(), strict=True)])
+    expected = 1e-3 * 1.0 / (math.sqrt((1 - 0.99) * 1.0 + 0.99 * rms_init) + 0.01)
+    torch.testing.assert_close(steps, torch.full_like(steps, expected), rtol=1e-3, atol=0)
+    assert expected / 1e-3 == pytest.approx(first_step, rel=0.01)
+
+
+def test_a_negative_rms_init_fails_in_one_line() -> None:
+    with pytest.raises(ValueError, match=r"model.rms_init: must be >= 0, got -1.0"):
+        ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp", rms_init=-1.0)
