@@ -46,7 +46,8 @@ class ImpalaModule(pl.LightningModule):
             each unroll from the state stored at its first step.
         core_size: units of the recurrent core.
         core_norm: layer-normalize the torso's features before the core (no learned weights);
-            without it the LSTM's gates saturated on Pong and the torso stopped learning.
+            without it the features grew and saturated the LSTM's gates on Pong. On its own it
+            did not save the torso there; with ``rms_init`` 1 it did (BENCHMARKS.md, T3/T4).
             Checkpoints saved before this setting existed load with it off.
         discount: gamma.
         rho_thresh: V-trace rho-bar, clips the importance ratio of the TD error and policy gradient.
