@@ -385,7 +385,7 @@ class ImpalaModule(pl.LightningModule):
             optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.adam_eps)
         else:
             optimizer = torch.optim.RMSprop(self.parameters(), lr=hp.lr, alpha=hp.rms_alpha, eps=hp.rms_eps)
-            if hp.get("rms_init", 0.0) > 0:  # a resumed run's saved state replaces this one
+            if hp.rms_init > 0:  # a resumed run's saved state replaces this one
                 for param in self.parameters():
                     square_avg = torch.full_like(param, hp.rms_init)
                     optimizer.state[param] = {"step": torch.zeros(()), "square_avg": square_avg}
@@ -421,7 +421,8 @@ class ImpalaModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "core_norm" not in checkpoint.get("hyper_parameters", {"core_norm": None}):
+        saved = checkpoint.get("hyper_parameters")
+        if self.state_keys and saved is not None and "core_norm" not in saved:
             set_core_norm(self.actor_critic, False)  # saved before the setting: its core had none
             self.hparams.core_norm = False
         state = checkpoint.get("impala", {})
