@@ -61,10 +61,14 @@ class ImpalaModule(pl.LightningModule):
         optimizer: ``rmsprop`` (the paper's; ``rms_alpha``, ``rms_eps``) or ``adam`` (RLlib's and
             moolib's; ``adam_eps``).
         rms_alpha: RMSProp decay.
-        rms_eps: RMSProp epsilon.
+        rms_eps: RMSProp epsilon, added to ``sqrt(mean square)`` (PyTorch's). It dominates: Pong's
+            per-weight gradient RMS is ~0.002, so steps are ~``lr x g / eps``. TensorFlow's
+            RMSProp, which the paper's reference code ran with 0.1, adds it inside the square
+            root, which is ~0.3 here (BENCHMARKS.md).
         rms_init: RMSProp's running mean of squared gradients at the start: 0 (PyTorch's), or 1
             (TensorFlow's, which the paper's reference code ran): its first updates then take
-            steps of about ``lr x gradient`` where PyTorch's take ~10 x ``lr`` for every weight.
+            steps of about ``lr x gradient``, growing to full size as the mean decays over a few
+            hundred updates (a warm-up), where PyTorch's are full size from the first update.
         adam_eps: Adam epsilon.
         loss_reduction: ``sum`` the loss terms over batch and time (the reference code's scale,
             which the paper's RMSProp learning rate, epsilon and gradient clip were tuned for) or
