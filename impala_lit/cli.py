@@ -165,12 +165,21 @@ def model_settings_help(model_class: type, defaults: dict[str, Any]) -> str:
 class ImpalaCLI(LightningCLI):
     """LightningCLI for one task: ``experiment`` names the MLflow experiment and checkpoint folder.
 
-    ``defaults`` overrides settings for the task (``{"data.env_id": "CartPole-v1", ...}``).
+    ``defaults`` overrides settings for the task (``{"data.env_id": "CartPole-v1", ...}``);
+    ``learner`` is the task's default ``--model`` class (an ``ImpalaModule`` subclass, by import path),
+    whose own settings ``defaults`` may then set.
     """
 
-    def __init__(self, experiment: str, defaults: dict[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        experiment: str,
+        defaults: dict[str, Any] | None = None,
+        learner: str = "impala_lit.ImpalaModule",
+        **kwargs: Any,
+    ):
         self.experiment = experiment
         self.task_defaults = defaults or {}
+        self.learner = learner
         kwargs.setdefault("model_class", ImpalaModule)
         kwargs.setdefault("datamodule_class", ImpalaDataModule)
         kwargs.setdefault("subclass_mode_model", True)
@@ -450,6 +459,7 @@ class ImpalaCLI(LightningCLI):
         parser.link_arguments("data.observation_shape", "model.init_args.observation_shape", apply_on="instantiate")
         parser.link_arguments("data.num_actions", "model.init_args.num_actions", apply_on="instantiate")
         model_args = {k[len("model.") :]: v for k, v in self.task_defaults.items() if k.startswith("model.")}
-        parser.set_defaults({"model": {"class_path": "impala_lit.ImpalaModule", "init_args": model_args}})
+        parser.set_defaults({"model": {"class_path": self.learner, "init_args": model_args}})
         parser.set_defaults({k: v for k, v in self.task_defaults.items() if not k.startswith("model.")})
-        parser.epilog = model_settings_help(ImpalaModule, model_args)
+        module_name, _, name = self.learner.rpartition(".")
+        parser.epilog = model_settings_help(getattr(importlib.import_module(module_name), name), model_args)
