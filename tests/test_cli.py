@@ -30,12 +30,12 @@ HYPERPARAMETERS = {
     "--data.batch_size": "32",
     "--data.frame_skip": "4",
     "--data.noop_max": "30",
-    "--data.frame_stack": "4",
+    "--data.frame_stack": "1",
     "--data.clip_rewards": "True",
     "--data.episodic_life": "False",
     "--data.sticky_actions": "0.0",
     "--model.network": "shallow",
-    "--model.core": "none",
+    "--model.core": "lstm",
     "--model.core_size": "256",
     "--model.core_norm": "True",
     "--model.discount": "0.99",
@@ -45,14 +45,16 @@ HYPERPARAMETERS = {
     "--model.entropy_cost": "0.0006",
     "--model.lr": "0.0006",
     "--model.rms_alpha": "0.99",
-    "--model.rms_eps": "0.01",
-    "--model.rms_init": "0.0",
+    "--model.rms_eps": "0.03",
+    "--model.rms_init": "1.0",
     "--model.optimizer": "rmsprop",
     "--model.adam_eps": "1e-08",
     "--model.loss_reduction": "sum",
     "--model.lr_decay": "False",
     "--model.lr_decay_frames": "null",
-    "--model.max_frames": "22000000",
+    "--model.max_frames": "28000000",
+    "--model.clip_range": "0.2",  # Pong's default learner is APPOModule
+    "--model.normalize_advantage": "False",
     "--data.replay_ratio": "0.0",
     "--data.replay_capacity": "1024",
     "--data.replay_prioritized": "False",
@@ -173,6 +175,31 @@ def test_ckpt_path_last_resumes_from_a_relative_checkpoint_folder(tmp_path) -> N
     assert "exists and is not empty" not in again.stderr  # the folder is the run's own
     warnings = [line for line in again.stderr.splitlines() if line.startswith("warning: resuming with other data")]
     assert len(warnings) == 1 and warnings[0].endswith("data.unroll_length 10 (checkpoint: 20)"), again.stderr[-2000:]
+
+
+def test_a_run_of_the_earlier_pong_default_resumes_and_plays_without_flags(tmp_path, no_stray_workers) -> None:
+    """Pong's default became the single-frame LSTM with APPO's clip (session 20). A run trained on the
+    earlier default (4 frames, no core, IMPALA's loss: ``pong_feedforward.yaml``) resumes into its MLflow
+    run and plays ``test`` games with no flags: the checkpoint's learner, core and frame stack are adopted."""
+    small = ["--data.num_workers=2", "--data.envs_per_worker=4", "--data.batch_size=8", "--eval.every_n_steps=0",
+             "--trainer.log_every_n_steps=1"]  # fmt: skip
+    config = f"--config={ROOT / 'recipes' / 'configs' / 'pong_feedforward.yaml'}"
+    first = run_recipe("pong", ["fit", config, "--trainer.max_steps=2", *small], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    params = first.only_run("pong").data.params
+    assert (params["model.class"], params["model.core"], params["data.frame_stack"]) == (
+        "impala_lit.ImpalaModule",
+        "none",
+        "4",
+    )
+    resumed = run_recipe("pong", ["fit", "--ckpt_path=last", "--trainer.max_steps=4", *small], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    same = first.only_run("pong")  # still one run
+    frames = first.client().get_metric_history(same.info.run_id, "frames")
+    assert max(m.value for m in frames) == 4 * 8 * 10 * 4
+    played = run_recipe("pong", ["test", "--ckpt_path=last", "--eval.episodes=1", "--eval.video=false"], tmp_path)
+    assert played.returncode == 0, played.stderr[-3000:]
+    assert "eval/return_mean" in played.stdout
 
 
 @pytest.mark.parametrize(
