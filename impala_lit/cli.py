@@ -149,6 +149,12 @@ class _RawTextFormatter(DefaultHelpFormatter):
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
+def import_class(path: str) -> type:
+    """The class at an import path such as ``impala_lit.APPOModule``."""
+    module_name, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def model_settings_help(model_class: type, defaults: dict[str, Any]) -> str:
     """``--model.*`` options with their defaults, which subclass mode hides behind ``--model.help``."""
     helper = ArgumentParser(prog="model", add_help=False)
@@ -247,8 +253,7 @@ class ImpalaCLI(LightningCLI):
         extra = model.get("dict_kwargs") if isinstance(model, ConfigNamespace) else None
         if not extra:
             return
-        module_name, _, name = str(model.class_path).rpartition(".")
-        cls = getattr(importlib.import_module(module_name), name)
+        cls = import_class(str(model.class_path))
         accepted = {p for klass in cls.__mro__ if "__init__" in vars(klass)
                     for p in inspect.signature(klass.__init__).parameters}  # fmt: skip
         retired = sorted(k for k in extra if k not in accepted)
@@ -461,5 +466,4 @@ class ImpalaCLI(LightningCLI):
         model_args = {k[len("model.") :]: v for k, v in self.task_defaults.items() if k.startswith("model.")}
         parser.set_defaults({"model": {"class_path": self.learner, "init_args": model_args}})
         parser.set_defaults({k: v for k, v in self.task_defaults.items() if not k.startswith("model.")})
-        module_name, _, name = self.learner.rpartition(".")
-        parser.epilog = model_settings_help(getattr(importlib.import_module(module_name), name), model_args)
+        parser.epilog = model_settings_help(import_class(self.learner), model_args)
