@@ -1,13 +1,15 @@
 """Learner step time on ready batches, fp32 vs bf16 autocast, in one process.
 
     python bench/learner_step.py [--threads 1] [--network shallow] [--steps 8] [--compile] [--channels-last]
+    python bench/learner_step.py --procgen --network deep      # 64x64 RGB, 15 actions, no frame skip
 
 ``--compile`` adds rows with the torso (the network's convolutions and dense layer, nearly all
 of the step's work) under ``torch.compile`` (inductor), timed after its compilation.
 ``--channels-last`` adds rows with the convolution weights in channels-last (NHWC) memory
 format (the convolutions then compute in NHWC), which oneDNN's CPU kernels may prefer.
 
-Frames are emulator frames (batch x unroll x frame skip 4). The last line is JSON.
+Frames are emulator frames (batch x unroll x frame skip: 4 for Atari, 1 with ``--procgen``).
+The last line is JSON.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from tensordict import TensorDict
 from impala_lit import ImpalaModule
 
 
-def fake_batch(batch_size: int, unroll: int, num_actions: int) -> TensorDict:
-    pixels = (batch_size, unroll, 4, 84, 84)
+def fake_batch(batch_size: int, unroll: int, num_actions: int, obs_shape: tuple[int, ...]) -> TensorDict:
+    pixels = (batch_size, unroll, *obs_shape)
     flags = torch.zeros(batch_size, unroll, 1, dtype=torch.bool)
     return TensorDict(
         {
@@ -65,16 +67,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--unroll", type=int, default=20)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--procgen", action="store_true", help="Procgen's 3x64x64 frames and 15 actions")
     extra = parser.add_mutually_exclusive_group()
     extra.add_argument("--compile", action="store_true", help="also time the torso under torch.compile")
     extra.add_argument("--channels-last", action="store_true", help="also time with channels-last conv weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    module = ImpalaModule(network=args.network)
-    batch = fake_batch(args.batch_size, args.unroll, 6)
-    frames = args.batch_size * args.unroll * 4
-    result = {"threads": args.threads, "network": args.network}
+    obs_shape, num_actions, skip = ((3, 64, 64), 15, 1) if args.procgen else ((4, 84, 84), 6, 4)
+    module = ImpalaModule(observation_shape=obs_shape, num_actions=num_actions, network=args.network)
+    batch = fake_batch(args.batch_size, args.unroll, num_actions, obs_shape)
+    frames = args.batch_size * args.unroll * skip
+    result = {"threads": args.threads, "network": args.network, "observation_shape": obs_shape}
     runs = [("fp32", False), ("bf16", True)]
     if args.channels_last:
         runs += [("fp32_channels_last", False), ("bf16_channels_last", True)]
