@@ -93,7 +93,7 @@ class ResNetTorso(nn.Module):
         self.autocast_dtype: torch.dtype | None = None  # see ``set_inference_precision``
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _over_images(lambda x: self.head(self.stages(x)), pixels, self.autocast_dtype)
+        return _over_images(lambda x: self.head(self.stages(_channels_last(x))), pixels, self.autocast_dtype)
 
 
 class MLP(nn.Module):
@@ -107,6 +107,16 @@ class MLP(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs.float())
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """NHWC images, for which oneDNN's CPU convolutions are twice as fast on the ResNet: 640 frames
+    of 3x64x64 under bf16 autocast on one thread of a 2-core AMD EPYC, forward + backward 1,351 ms
+    NCHW vs 682 ms NHWC; an actor's step on 32 frames 32.4 vs 8.8 ms (session 21). Procgen's
+    rollouts already arrive NHWC (TorchRL's ``ProcgenEnv`` permutes HWC frames), so this is a
+    no-op there; it speeds up the bootstrap pass and NCHW inputs (ALE frames, replayed batches).
+    The shallow net gained ~5% and is left as it is."""
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _flat_size(convs: nn.Module, in_channels: int, image_size: tuple[int, int]) -> int:

@@ -33,7 +33,7 @@ DEFAULTS = {
     "trainer.precision": fastest_precision(),
     "data.actor_precision": "bf16-mixed" if cpu_has_native_bf16() else "32-true",
     # evaluation: 10 games on unseen levels (eval/*) and 10 on training levels (eval_train/*)
-    "eval.every_n_steps": 1000,  # every 1.28M steps
+    "eval.every_n_steps": 1000,  # every 640k steps (batches of 32 x 20)
 }
 
 
