@@ -28,6 +28,7 @@ from impala_lit.tracking import default_tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = {"pong": [-10.0, 0.0, 10.0, 18.0, 20.0], "cartpole": [450.0]}
+EXPERIMENTS = {"procgen_games": "procgen"}  # a recipe's MLflow experiment, where it is not the file's name
 
 
 def run_recipe(recipe: str, name: str, seed: int, args: list[str], tracking_uri: str) -> str:
@@ -104,7 +105,7 @@ def main() -> None:
 
     client = mlflow.MlflowClient(args.tracking_uri)
     if args.command == "run":
-        experiment = args.recipe
+        experiment = EXPERIMENTS.get(args.recipe, args.recipe)
         names = [run_recipe(args.recipe, args.name, seed, recipe_args, args.tracking_uri) for seed in args.seeds]
     else:
         experiment, names = args.experiment, args.runs

@@ -4,6 +4,8 @@ resume -> test on unseen levels, and one-line errors."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from impala_lit.envs import EnvSpec
 from impala_lit.networks import ResNetTorso, make_actor_critic
 from impala_lit.procgen import unseen_levels
 
-from .conftest import run_recipe, run_recipe_in_process
+from .conftest import ROOT, run_recipe, run_recipe_in_process
 
 pytest.importorskip("procgen", reason="procgen2 has wheels for CPython 3.11 on Linux x86_64 only")
 
@@ -129,6 +131,16 @@ def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_str
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     again = first.only_run("procgen")  # still one run
     assert again.data.metrics["frames"] == 3 * 8 * 10
+
+    # the report of BENCHMARKS.md's Procgen curves reads the run back: one row per evaluation
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "procgen_curves.py"), "--tracking-uri", first.tracking_uri,
+         "--runs", again.info.run_name],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    rows = [line for line in report.stdout.splitlines() if line.startswith("| 0.00 |")]
+    assert rows and "(starpilot;" in report.stdout, report.stdout
 
     test_args = ["test", "--ckpt_path=last", "--eval.episodes=3", "--eval.video=false"]
     played = run_recipe("procgen_games", test_args, tmp_path)
