@@ -114,8 +114,8 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     of 3x64x64 under bf16 autocast on one thread of a 2-core AMD EPYC, forward + backward 1,351 ms
     NCHW vs 682 ms NHWC; an actor's step on 32 frames 32.4 vs 8.8 ms (session 21). Procgen's
     rollouts already arrive NHWC (TorchRL's ``ProcgenEnv`` permutes HWC frames), so this is a
-    no-op there; it speeds up the bootstrap pass and NCHW inputs (ALE frames, replayed batches).
-    The shallow net gained ~5% and is left as it is."""
+    no-op there and a cheap guard for NCHW inputs (the bootstrap pass; the deep net on other
+    frames: not measured end to end). The shallow net gained ~5% and is left as it is."""
     return x.contiguous(memory_format=torch.channels_last)
 
 
