@@ -37,6 +37,8 @@ TRAINING_METRICS = [
     "vtrace/rho_clipped_frac",
     "vtrace/approx_kl",
     "vtrace/log_rho_abs",
+    "vtrace/advantage_std",
+    "policy/entropy",
 ]
 
 
@@ -235,6 +237,10 @@ def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
     # updates of a uniform policy (CI, 2 cores), 0.005-0.05 late in a Pong run (BENCHMARKS.md)
     kl = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "vtrace/approx_kl")]
     assert kl and all(0.0 <= k < 0.2 for k in kl), kl
+    # the policy's entropy per step, in nats: a fresh policy is near uniform over Pong's 6 actions
+    entropy = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "policy/entropy")]
+    assert entropy and all(0.0 < h <= math.log(6) + 1e-3 for h in entropy), entropy
+    assert entropy[0] > 0.9 * math.log(6), entropy
     assert (run.checkpoints / "last.ckpt").exists()
     # a quiet console: no TorchRL INFO line (the actors' included), no Lightning tip, no deprecation
     # warning of a dependency, no emulator banner; the run's log file holds them
