@@ -1,0 +1,75 @@
+"""Score checkpoints over many games, outside any run: the evaluations logged during ``fit`` play 10
+games, too few to tell two Procgen runs apart (a CoinRun level is worth 10 or 0).
+
+python bench/score_checkpoint.py --games 100 checkpoints/procgen/<run>/last.ckpt [more.ckpt ...]
+
+For each checkpoint, its environment settings (the checkpoint's datamodule hyperparameters) and
+policy, sampled actions as in training: the mean raw score, its standard error and the mean game
+length over ``--games`` games on unseen levels (Procgen: the full level distribution) and, for
+Procgen, as many on the training levels. Nothing is logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+from pathlib import Path
+
+import torch
+
+from impala_lit.envs import EnvSpec
+from impala_lit.evaluation import play_games
+from impala_lit.learner import ImpalaModule
+from impala_lit.procgen import is_procgen, unseen_levels
+
+SPEC_FIELDS = (
+    "env_id", "frame_skip", "noop_max", "frame_stack", "clip_rewards", "episodic_life",
+    "sticky_actions", "backend", "distribution_mode", "num_levels", "start_level",
+)  # fmt: skip
+
+
+def load(path: Path) -> tuple[EnvSpec, ImpalaModule, int]:
+    """The checkpoint's environment, learner (its own class) and learner step."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    data = checkpoint["datamodule_hyper_parameters"]
+    spec = EnvSpec(**{k: data[k] for k in SPEC_FIELDS if k in data})
+    module_path = checkpoint["hyper_parameters"].get("_class_path", "impala_lit.ImpalaModule")
+    module_name, _, class_name = module_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    learner = cls.load_from_checkpoint(path, map_location="cpu")
+    return spec, learner, int(checkpoint["global_step"])
+
+
+def summary(returns: list[float], lengths: list[int]) -> str:
+    n = len(returns)
+    mean = sum(returns) / n
+    sem = math.sqrt(sum((r - mean) ** 2 for r in returns) / max(n - 1, 1) / n)
+    return f"{mean:6.2f} +- {sem:4.2f} (length {sum(lengths) / n:5.0f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--games", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=12345, help="first game seed (evaluations during fit use 0)")
+    args = parser.parse_args()
+    if args.games < 2:
+        raise SystemExit(f"--games: must be >= 2 (a standard error needs two), got {args.games}")
+    print("| checkpoint | learner step | unseen levels: mean +- s.e. | training levels: mean +- s.e. |")
+    print("|---|---|---|---|")
+    for path in args.checkpoints:
+        if not path.is_file():
+            raise SystemExit(f"checkpoints: no file {path}")
+        spec, learner, step = load(path)
+        procgen = is_procgen(spec.env_id)
+        unseen = play_games(unseen_levels(spec) if procgen else spec, learner.actor, args.games, seed=args.seed)
+        row = [str(path), str(step), summary(unseen.returns, unseen.lengths), "-"]
+        if procgen:
+            seen = play_games(spec, learner.actor, args.games, seed=args.seed)
+            row[3] = summary(seen.returns, seen.lengths)
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
