@@ -18,22 +18,18 @@ from pathlib import Path
 
 import torch
 
+from impala_lit.data import ImpalaDataModule
 from impala_lit.envs import EnvSpec
 from impala_lit.evaluation import play_games
 from impala_lit.learner import ImpalaModule
 from impala_lit.procgen import is_procgen, unseen_levels
-
-SPEC_FIELDS = (
-    "env_id", "frame_skip", "noop_max", "frame_stack", "clip_rewards", "episodic_life",
-    "sticky_actions", "backend", "distribution_mode", "num_levels", "start_level",
-)  # fmt: skip
 
 
 def load(path: Path) -> tuple[EnvSpec, ImpalaModule, int]:
     """The checkpoint's environment, learner (its own class) and learner step."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     data = checkpoint["datamodule_hyper_parameters"]
-    spec = EnvSpec(**{k: data[k] for k in SPEC_FIELDS if k in data})
+    spec = ImpalaDataModule(**{k: v for k, v in data.items() if not k.startswith("_")}).env  # builds no actors
     module_path = checkpoint["hyper_parameters"].get("_class_path", "impala_lit.ImpalaModule")
     module_name, _, class_name = module_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
