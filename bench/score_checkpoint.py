@@ -12,12 +12,12 @@ Procgen, as many on the training levels. Nothing is logged to MLflow.
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 from pathlib import Path
 
 import torch
 
+from impala_lit.cli import import_class
 from impala_lit.data import ImpalaDataModule
 from impala_lit.envs import EnvSpec
 from impala_lit.evaluation import play_games
@@ -30,9 +30,7 @@ def load(path: Path) -> tuple[EnvSpec, ImpalaModule, int]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     data = checkpoint["datamodule_hyper_parameters"]
     spec = ImpalaDataModule(**{k: v for k, v in data.items() if not k.startswith("_")}).env  # builds no actors
-    module_path = checkpoint["hyper_parameters"].get("_class_path", "impala_lit.ImpalaModule")
-    module_name, _, class_name = module_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = import_class(checkpoint["hyper_parameters"].get("_class_path", "impala_lit.ImpalaModule"))
     learner = cls.load_from_checkpoint(path, map_location="cpu")
     return spec, learner, int(checkpoint["global_step"])
 
