@@ -2,6 +2,7 @@
 games, too few to tell two Procgen runs apart (a CoinRun level is worth 10 or 0).
 
 python bench/score_checkpoint.py --games 100 checkpoints/procgen/<run>/last.ckpt [more.ckpt ...]
+python bench/score_checkpoint.py --games 100 checkpoints/procgen/<run>   # every checkpoint of a run: a curve
 
 For each checkpoint, its environment settings (the checkpoint's datamodule hyperparameters) and
 policy, sampled actions as in training: the mean raw score, its standard error and the mean game
@@ -26,13 +27,29 @@ from impala_lit.procgen import is_procgen, unseen_levels
 
 
 def load(path: Path) -> tuple[EnvSpec, ImpalaModule, int]:
-    """The checkpoint's environment, learner (its own class) and learner step."""
+    """The checkpoint's environment, learner (its own class) and frames trained on."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     data = checkpoint["datamodule_hyper_parameters"]
     spec = ImpalaDataModule(**{k: v for k, v in data.items() if not k.startswith("_")}).env  # builds no actors
     cls = import_class(checkpoint["hyper_parameters"].get("_class_path", "impala_lit.ImpalaModule"))
     learner = cls.load_from_checkpoint(path, map_location="cpu")
-    return spec, learner, int(checkpoint["global_step"])
+    return spec, learner, learner.frames
+
+
+def checkpoint_files(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for its checkpoints in training order (``last.ckpt`` last)."""
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime))
+            if not found:
+                raise SystemExit(f"checkpoints: no *.ckpt in {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"checkpoints: no file or folder {path}")
+    return files
 
 
 def summary(returns: list[float], lengths: list[int]) -> str:
@@ -50,15 +67,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.games < 2:
         raise SystemExit(f"--games: must be >= 2 (a standard error needs two), got {args.games}")
-    print("| checkpoint | learner step | unseen levels: mean +- s.e. | training levels: mean +- s.e. |")
+    files = checkpoint_files(args.checkpoints)
+    print("| checkpoint | frames | unseen levels: mean +- s.e. | training levels: mean +- s.e. |")
     print("|---|---|---|---|")
-    for path in args.checkpoints:
-        if not path.is_file():
-            raise SystemExit(f"checkpoints: no file {path}")
-        spec, learner, step = load(path)
+    for path in files:
+        spec, learner, frames = load(path)
         procgen = is_procgen(spec.env_id)
         unseen = play_games(unseen_levels(spec) if procgen else spec, learner.actor, args.games, seed=args.seed)
-        row = [str(path), str(step), summary(unseen.returns, unseen.lengths), "-"]
+        row = [str(path), f"{frames:,}", summary(unseen.returns, unseen.lengths), "-"]
         if procgen:
             seen = play_games(spec, learner.actor, args.games, seed=args.seed)
             row[3] = summary(seen.returns, seen.lengths)

@@ -142,15 +142,17 @@ def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_str
     rows = [line for line in report.stdout.splitlines() if line.startswith("| 0.00 |")]
     assert rows and "(starpilot;" in report.stdout, report.stdout
 
-    # more games than the evaluations during fit, from the checkpoint alone: one row, both level sets
+    # more games than the evaluations during fit, from the checkpoints alone: a row per checkpoint of the
+    # run's folder, last.ckpt last with the frames it was saved at, both level sets
     ckpt = first.checkpoints / "last.ckpt"
     scored = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "score_checkpoint.py"), "--games", "3", str(ckpt)],
+        [sys.executable, str(ROOT / "bench" / "score_checkpoint.py"), "--games", "3", str(first.checkpoints)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr[-2000:]
-    (row,) = [line for line in scored.stdout.splitlines() if line.startswith(f"| {ckpt} | 3 |")]
-    assert row.count("+-") == 2, scored.stdout
+    rows = [line for line in scored.stdout.splitlines() if line.startswith(f"| {first.checkpoints}")]
+    assert rows and rows[-1].startswith(f"| {ckpt} | 240 |"), scored.stdout
+    assert all(row.count("+-") == 2 for row in rows), scored.stdout
 
     test_args = ["test", "--ckpt_path=last", "--eval.episodes=3", "--eval.video=false"]
     played = run_recipe("procgen_games", test_args, tmp_path)
