@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 from pathlib import Path
 
 import torch
@@ -53,10 +54,8 @@ def checkpoint_files(paths: list[Path]) -> list[Path]:
 
 
 def summary(returns: list[float], lengths: list[int]) -> str:
-    n = len(returns)
-    mean = sum(returns) / n
-    sem = math.sqrt(sum((r - mean) ** 2 for r in returns) / max(n - 1, 1) / n)
-    return f"{mean:6.2f} +- {sem:4.2f} (length {sum(lengths) / n:5.0f})"
+    sem = statistics.stdev(returns) / math.sqrt(len(returns))
+    return f"{statistics.fmean(returns):6.2f} +- {sem:4.2f} (length {statistics.fmean(lengths):5.0f})"
 
 
 def main() -> None:
