@@ -129,25 +129,36 @@ def learner_fps(batch: TensorDictBase, args, precision: str, seconds: float) -> 
 
 
 def end_to_end_fps(
-    args, seconds: float, warmup: float = 20.0, extra: list[str] = (), env: dict | None = None
+    args,
+    seconds: float,
+    warmup: float = 20.0,
+    extra: list[str] = (),
+    env: dict | None = None,
+    recipe: str = "pong",
 ) -> tuple[float, dict]:
-    """Frames/s of ``recipes/pong.py fit`` (``extra`` arguments appended), read from its MLflow run."""
+    """Frames/s of ``recipes/<recipe>.py fit`` (``extra`` arguments appended), read from its MLflow run.
+
+    ``args`` (this script's settings) are passed explicitly; ``None`` runs the recipe's own defaults.
+    """
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         total = int(seconds + warmup)
-        command = [
-            sys.executable, str(ROOT / "recipes" / "pong.py"), "fit",
-            f"--trainer.max_time=00:00:{total // 60:02d}:{total % 60:02d}",
+        settings = [] if args is None else [
             f"--trainer.precision={args.precision}",
             f"--trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
-            "--trainer.log_every_n_steps=5", "--eval.every_n_steps=0",
             f"--data.num_workers={args.num_workers}", f"--data.envs_per_worker={args.envs_per_worker}",
             f"--data.batch_size={args.batch_size}", f"--data.unroll_length={args.unroll_length}",
-            f"--model.network={args.network}", f"--data.backend={args.backend}", f"--checkpoint.dirpath={tmp}/ckpt",
+            f"--model.network={args.network}", f"--data.backend={args.backend}",
             f"--data.actor_device={args.actor_device}", f"--data.actor_precision={args.actor_precision}",
+        ]  # fmt: skip
+        command = [
+            sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "fit",
+            f"--trainer.max_time=00:00:{total // 60:02d}:{total % 60:02d}",
+            "--trainer.log_every_n_steps=5", "--eval.every_n_steps=0", f"--checkpoint.dirpath={tmp}/ckpt",
             f"--trainer.logger.init_args.artifact_location={tmp}/artifacts", "--trainer.enable_progress_bar=false",
+            *settings,
             *extra,
         ]  # fmt: skip
         env = dict(os.environ, MLFLOW_TRACKING_URI=uri, **(env or {}))
@@ -155,7 +166,7 @@ def end_to_end_fps(
         if proc.returncode != 0:
             raise RuntimeError(f"fit failed: {proc.stderr[-2000:]}")
         client = mlflow.MlflowClient(uri)
-        (run,) = client.search_runs([client.get_experiment_by_name("pong").experiment_id])
+        (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
         frames = sorted(client.get_metric_history(run.info.run_id, "frames"), key=lambda m: m.step)
         lag = [m.value for m in client.get_metric_history(run.info.run_id, "policy_lag")]
         wait = sorted(client.get_metric_history(run.info.run_id, "time/data_wait_frac"), key=lambda m: m.step)

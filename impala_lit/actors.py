@@ -130,6 +130,7 @@ class RolloutStream:
         ray_address: str = "local",
         actor_device: str = "cpu",
         actor_precision: str = "32-true",
+        learner_threads: int | None = None,
     ):
         self.env = env
         # The workers get their own copy: learner updates reach them only through
@@ -152,6 +153,7 @@ class RolloutStream:
         self.actors = actors
         self.ray_address = ray_address
         self.actor_device = actor_device
+        self.learner_threads = learner_threads
         self.restarts = 0  # times the actors were restarted after one of them died
         self._latest_weights: TensorDict | None = None
         self.collector: BaseCollector | None = None
@@ -180,7 +182,8 @@ class RolloutStream:
                 weight_sync_schemes={"policy": weight_sync},
                 **devices,
                 # workers run 1 torch thread each (num_sub_threads default); the learner
-                # process gets cores minus workers (num_threads default), so nothing oversubscribes
+                # process gets cores minus workers (num_threads=None), so nothing oversubscribes
+                num_threads=self.learner_threads,
             )
             weight_sync.processes = list(collector.procs)
         # workers count weight updates from 0: offset their stamps by the learner's version now
@@ -196,6 +199,8 @@ class RolloutStream:
             init = {"address": "local", "include_dashboard": False, "num_cpus": os.cpu_count()}
         else:  # an existing cluster: "auto", "host:port" or "ray://host:port"
             init = {"address": self.ray_address}
+        if self.learner_threads is not None:
+            torch.set_num_threads(self.learner_threads)
         return RayCollector(
             [make_env] * self.num_workers,
             self.policy,

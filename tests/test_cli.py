@@ -141,6 +141,7 @@ def test_a_bad_setting_ends_the_real_command_in_one_line(tmp_path, no_stray_work
         (["--data.actors=ray", "--data.ray_address=head"], "data.ray_address: 'head' is not local, auto, host:port"),
         (["--data.actor_device=tpu"], "data.actor_device: 'tpu' is not one of cpu, cuda, cuda:N"),
         (["--data.actor_precision=fp16"], "data.actor_precision: 'fp16' is not one of 32-true, bf16-mixed"),
+        (["--data.learner_threads=0"], "data.learner_threads: must be a positive integer or null"),
         pytest.param(
             ["--data.actor_device=cuda"],
             "data.actor_device: 'cuda' needs a CUDA GPU and none is visible (use cpu)",

@@ -53,9 +53,13 @@ def test_actors_stream_batches_and_receive_weights(no_stray_workers) -> None:
         unroll_length=10,
         batch_size=8,
         policy_version=7,
+        learner_threads=3,
     )
+    threads = torch.get_num_threads()
     batches = iter(stream)
     batch = next(batches)
+    assert torch.get_num_threads() == 3  # data.learner_threads reached the learner process (TorchRL's num_threads)
+    torch.set_num_threads(threads)
     assert batch.batch_size == torch.Size([8, 10])
     for key in ["observation", "action", "action_log_prob", ("next", "reward"), ("next", "done"),
                 ("next", "terminated"), ("next", "truncated"), ("next", "observation"), "policy_version"]:  # fmt: skip
