@@ -2,8 +2,8 @@
 
 python recipes/procgen_games.py fit                                    # StarPilot, 200 training levels
 python recipes/procgen_games.py fit --data.env_id procgen/coinrun      # any of the 16 games
-python recipes/procgen_games.py fit --data.env_id procgen/coinrun --model.discount 0.999 --model.entropy_cost 0.001
-                                      # CoinRun learns with these; StarPilot does not gain (BENCHMARKS.md)
+python recipes/procgen_games.py fit --config recipes/configs/procgen_games_coinrun.yaml
+                                      # CoinRun: discount 0.999, entropy cost 0.001, lr 2e-4 (BENCHMARKS.md)
 python recipes/procgen_games.py fit --ckpt_path last                   # resume
 python recipes/procgen_games.py test --ckpt_path last                  # games on unseen levels (and training levels)
 
