@@ -1,7 +1,7 @@
 """Procgen with IMPALA's deep ResNet under the benchmark's easy protocol (Cobbe et al. 2020).
 
 python recipes/procgen_games.py fit                                    # StarPilot, 200 training levels
-python recipes/procgen_games.py fit --data.env_id procgen/coinrun      # any of the 16 games
+python recipes/procgen_games.py fit --data.env_id procgen/bigfish      # any of the 16 games
 python recipes/procgen_games.py fit --config recipes/configs/procgen_games_coinrun.yaml
                                       # CoinRun: discount 0.999, entropy cost 0.001, lr 2e-4 (BENCHMARKS.md)
 python recipes/procgen_games.py fit --ckpt_path last                   # resume
