@@ -26,6 +26,12 @@ class ReturnReached:
     frames: float | None  # frames logged at that step; None: never reached
     best: float  # best mean return of the run
     max_frames: float  # frames at the end of the run
+    min_entropy: float | None = None  # lowest logged policy entropy (nats): a collapse shows here
+    max_policy_lag: float | None = None  # highest logged policy lag: weights not reaching actors show here
+
+
+def _rounded(value: float | None) -> str:
+    return "not logged" if value is None else f"{value:.3f}"
 
 
 @dataclass
@@ -49,12 +55,22 @@ class RecipeRun:
 
     def return_reached(self, experiment: str, threshold: float, label: str) -> ReturnReached:
         """Read the only run's frames and mean returns from MLflow; prints one line for the CI log."""
-        curve = load_curve(self.client(), self.only_run(experiment).info.run_id)
+        client, run_id = self.client(), self.only_run(experiment).info.run_id
+        curve = load_curve(client, run_id)
         reached = curve.first_reached(threshold)
-        result = ReturnReached(frames=reached[0] if reached else None, best=curve.best, max_frames=curve.frames[-1])
+        entropy = [m.value for m in client.get_metric_history(run_id, "policy/entropy")]
+        lag = [m.value for m in client.get_metric_history(run_id, "policy_lag")]
+        result = ReturnReached(
+            frames=reached[0] if reached else None,
+            best=curve.best,
+            max_frames=curve.frames[-1],
+            min_entropy=min(entropy, default=None),
+            max_policy_lag=max(lag, default=None),
+        )
         at = "never" if result.frames is None else f"{result.frames:.0f} frames"
         print(f"{label}: best 100-game mean {result.best:.1f}; >= {threshold}: {at} (run: {result.max_frames:.0f} "
-              f"frames, {self.seconds:.0f} s)")  # fmt: skip
+              f"frames, {self.seconds:.0f} s; lowest policy entropy {_rounded(result.min_entropy)}, "
+              f"highest policy lag {_rounded(result.max_policy_lag)})")  # fmt: skip
         return result
 
 
