@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import mlflow
+from curves import Curve, find_runs, load_curve
 from matplotlib.figure import Figure  # no pyplot: no GUI backend needed
 
-from impala_lit.curves import Curve, find_runs, load_curve
-from impala_lit.tracking import default_tracking_uri
+from impala_lit.app.tracking import default_tracking_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = {"pong": [-10.0, 0.0, 10.0, 18.0, 20.0], "cartpole": [450.0]}

@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from impala_lit import EnvSpec, ImpalaModule  # noqa: E402
-from impala_lit.actors import RolloutStream  # noqa: E402
+from impala_lit import ImpalaModule  # noqa: E402
+from impala_lit.actors import ActorSettings, RolloutStream  # noqa: E402
+from impala_lit.envs import AtariSpec  # noqa: E402
 
 
 def main() -> None:
@@ -38,8 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     module = ImpalaModule.load_from_checkpoint(args.ckpt, map_location="cpu") if args.ckpt else ImpalaModule()
-    stream = RolloutStream(EnvSpec("ALE/Pong-v5", backend="ale_vector"), module.actor, num_workers=1,
-                           envs_per_worker=16, unroll_length=args.unroll_length, batch_size=32)  # fmt: skip
+    settings = ActorSettings(num_workers=1, envs_per_worker=16, unroll_length=args.unroll_length, batch_size=32)
+    stream = RolloutStream(AtariSpec("ALE/Pong-v5", backend="ale_vector"), module.actor, settings)
     batches = iter(stream)
     for _ in range(args.batches):
         batch = next(batches)

@@ -17,11 +17,11 @@ import os
 from dataclasses import dataclass
 
 import mlflow
+from curves import find_runs
 from matplotlib.figure import Figure
 
-from impala_lit.curves import find_runs
-from impala_lit.procgen import game_name
-from impala_lit.tracking import default_tracking_uri
+from impala_lit.app.tracking import default_tracking_uri
+from impala_lit.envs.procgen import game_name
 
 # (R_min, R_max) in easy mode: Cobbe et al. 2020, "Leveraging Procedural Generation to Benchmark RL"
 NORMALISATION_EASY = {

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from throughput import end_to_end_fps, machine  # noqa: E402
 
-from impala_lit.ray_local import local_ray_cluster  # noqa: E402
+from impala_lit.testing import local_ray_cluster  # noqa: E402
 
 
 def main() -> None:

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from impala_lit.cli import import_class
-from impala_lit.data import ImpalaDataModule
+from impala_lit.app.cli import import_class
+from impala_lit.app.evaluation import play_games
+from impala_lit.datamodule import ImpalaDataModule
 from impala_lit.envs import EnvSpec
-from impala_lit.evaluation import play_games
-from impala_lit.learner import ImpalaModule
-from impala_lit.procgen import is_procgen, unseen_levels
+from impala_lit.learning.learner import ImpalaModule
 
 
 def load(path: Path) -> tuple[EnvSpec, ImpalaModule, int]:
@@ -71,11 +70,11 @@ def main() -> None:
     print("|---|---|---|---|")
     for path in files:
         spec, learner, frames = load(path)
-        procgen = is_procgen(spec.env_id)
-        unseen = play_games(unseen_levels(spec) if procgen else spec, learner.actor, args.games, seed=args.seed)
+        sets = spec.evaluation_sets()  # Procgen: unseen levels ("eval") and the training levels ("eval_train")
+        unseen = play_games(sets["eval"], learner.actor, args.games, seed=args.seed)
         row = [str(path), f"{frames:,}", summary(unseen.returns, unseen.lengths), "-"]
-        if procgen:
-            seen = play_games(spec, learner.actor, args.games, seed=args.seed)
+        if "eval_train" in sets:
+            seen = play_games(sets["eval_train"], learner.actor, args.games, seed=args.seed)
             row[3] = summary(seen.returns, seen.lengths)
         print("| " + " | ".join(row) + " |", flush=True)
 

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from impala_lit import EnvSpec, ImpalaModule  # noqa: E402
-from impala_lit.actors import RolloutStream  # noqa: E402
+from impala_lit.actors import ActorSettings, RolloutStream  # noqa: E402
+from impala_lit.envs import AtariSpec  # noqa: E402
 from recipes.pong import DEFAULTS as PONG  # noqa: E402
 
 
@@ -84,9 +85,10 @@ def raw_gym_fps(spec: EnvSpec, seconds: float) -> float:
 
 def actor_fps(spec: EnvSpec, args, seconds: float) -> tuple[float, TensorDictBase]:
     module = ImpalaModule(observation_shape=(4, 84, 84), num_actions=6, network=args.network)
-    stream = RolloutStream(spec, module.actor, num_workers=args.num_workers, envs_per_worker=args.envs_per_worker,
-                           unroll_length=args.unroll_length, batch_size=args.batch_size,
-                           actor_device=args.actor_device, actor_precision=args.actor_precision)  # fmt: skip
+    settings = ActorSettings(num_workers=args.num_workers, envs_per_worker=args.envs_per_worker,
+                             unroll_length=args.unroll_length, batch_size=args.batch_size,
+                             actor_device=args.actor_device, actor_precision=args.actor_precision)  # fmt: skip
+    stream = RolloutStream(spec, module.actor, settings)
     batches = iter(stream)
     batch = next(batches)  # the workers are up
     for _ in range(2):
@@ -210,14 +212,14 @@ def main() -> None:
     parser.add_argument("--actor-precision", dest="actor_precision", default=PONG["data.actor_precision"],
                         choices=["32-true", "bf16-mixed"], help="data.actor_precision")  # fmt: skip
     args = parser.parse_args()
-    spec = EnvSpec("ALE/Pong-v5", backend=args.backend)
+    spec = AtariSpec("ALE/Pong-v5", backend=args.backend)
     s = args.seconds
 
     def progress(name: str, value: float) -> float:  # each stage as it finishes: a cut-off run keeps them
         print(f"[stage] {name}: {value:,.0f} frames/s", flush=True)
         return value
 
-    details = {"raw_gym_fps_1core": progress("raw_gym_fps_1core", raw_gym_fps(EnvSpec("ALE/Pong-v5"), min(s, 10.0)))}
+    details = {"raw_gym_fps_1core": progress("raw_gym_fps_1core", raw_gym_fps(AtariSpec("ALE/Pong-v5"), min(s, 10.0)))}
     results = {"env_fps": progress("env_fps", env_fps(spec, args.num_workers, args.envs_per_worker, s))}
     results["actor_fps"], batch = actor_fps(spec, args, s)
     progress("actor_fps", results["actor_fps"])

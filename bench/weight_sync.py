@@ -11,13 +11,15 @@ import time
 
 from tensordict import TensorDict
 
-from impala_lit import EnvSpec, ImpalaModule
-from impala_lit.actors import RolloutStream
+from impala_lit import ImpalaModule
+from impala_lit.actors import ActorSettings, RolloutStream
+from impala_lit.envs import AtariSpec
 
 if __name__ == "__main__":
-    spec = EnvSpec("ALE/Pong-v5", backend="ale_vector")
+    spec = AtariSpec("ALE/Pong-v5", backend="ale_vector")
     module = ImpalaModule(observation_shape=(4, 84, 84), num_actions=6, network="shallow")
-    stream = RolloutStream(spec, module.actor, num_workers=2, envs_per_worker=32, unroll_length=20, batch_size=32)
+    settings = ActorSettings(num_workers=2, envs_per_worker=32, unroll_length=20, batch_size=32)
+    stream = RolloutStream(spec, module.actor, settings)
     batches = iter(stream)
     for _ in range(3):
         next(batches)

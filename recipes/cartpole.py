@@ -3,7 +3,7 @@
 python recipes/cartpole.py fit
 """
 
-from impala_lit.cli import ImpalaCLI
+from impala_lit.app.cli import ImpalaCLI
 
 DEFAULTS = {
     "data.env_id": "CartPole-v1",
@@ -15,19 +15,11 @@ DEFAULTS = {
     "model.network": "mlp",
     "eval.every_n_steps": 200,  # evaluation games + GIF in MLflow
     "model.max_frames": 500_000,
-    # only ~780 updates fit in the budget: a larger step than Atari's 6e-4
-    # (mean return at 500k frames, measured: lr 3e-3 -> 265, 6e-3 -> 424, 1e-2 -> 485)
-    "model.lr": 0.01,
-    # The losses are summed (the paper's scale) and the torso is shared: at 0.5 the baseline's
-    # gradient (returns up to ~100 here, not Atari's clipped rewards) swamps the policy's.
-    # Measured (bench/cartpole_runs.py, now bench/compare_runs.py): 0.5 -> 450 in 4 of 5 seeds, 0.25 -> 3 of 4,
-    # 0.1 -> 10 of 10 (seeds 0-9), at 154k-454k frames (BENCHMARKS.md).
+    "model.lr": 0.01,  # only ~780 updates fit in the budget: a larger step than Atari's 6e-4
+    # summed losses on a shared torso: at 0.5 the baseline's gradient (returns up to ~100) swamps the policy's
     "model.baseline_cost": 0.1,
-    # PyTorch's RMSProp starts its mean of squared gradients at 0, so its first steps are sign
-    # steps of lr / sqrt(1 - alpha) = 0.1 on every weight: the policy fell to 0.001-0.016 nats of
-    # entropy within ~20 updates in 6 of 10 runs, and one CI run never learned (best 23 of 500).
-    # Starting it at 0.1: lowest entropy 0.05-0.18 in 14 of 14 runs, all reaching 450
-    # (BENCHMARKS.md, "CartPole: RMSProp's first steps").
+    # PyTorch's RMSProp starts at 0 and its first steps are sign steps that collapsed the policy in 6 of 10
+    # runs (BENCHMARKS.md, "CartPole: RMSProp's first steps")
     "model.rms_init": 0.1,
 }
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import multiprocessing
 from dataclasses import dataclass
 
-from impala_lit import EnvSpec, ImpalaModule
+from impala_lit import ImpalaModule
+from impala_lit.envs import GymSpec
 
 
 class RaisesAtStep3(ImpalaModule):
@@ -69,7 +70,7 @@ class DiesWhileSavingStep4(ImpalaModule):
 
 
 @dataclass(frozen=True)
-class EnvFailsInActors(EnvSpec):
+class EnvFailsInActors(GymSpec):
     """Builds in the learner (which reads the specs from it) and raises in every actor process."""
 
     def make_batched(self, num_envs: int):
@@ -79,7 +80,7 @@ class EnvFailsInActors(EnvSpec):
 
 
 @dataclass(frozen=True)
-class EnvFailsOnSeed(EnvSpec):
+class EnvFailsOnSeed(GymSpec):
     """Starts in the actors, then raises when the collector seeds it (the actor process dies)."""
 
     def make_batched(self, num_envs: int):

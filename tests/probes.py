@@ -55,7 +55,7 @@ class RecordsRanks(ImpalaModule):
                     "weights": TensorDict.from_module(self).data.cpu(),
                     "learner_actor_weights": TensorDict.from_module(self.actor).data.cpu(),
                     "actor_weights": TensorDict.from_module(stream.policy).data,
-                    "num_workers": stream.num_workers,
+                    "num_workers": stream.settings.num_workers,
                     "frames": self.frames,
                     "policy_version": self.policy_version,
                     "world_size": self.trainer.world_size,

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from impala_lit.callbacks import StopAtReturn
+from impala_lit.app.callbacks import StopAtReturn
 
 
 def _stops(callback: StopAtReturn, metrics: dict[str, float]) -> bool:

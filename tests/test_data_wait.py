@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from impala_lit.callbacks import DataWaitMonitor
+from impala_lit.app.callbacks import DataWaitMonitor
 
 
 class SlowBatches:

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
-from impala_lit.learner import ImpalaModule
-
-from .conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("dormant_units", ROOT / "bench" / "dormant_units.py")
-dormant_units = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(dormant_units)
+from bench import dormant_units
+from impala_lit.learning.learner import ImpalaModule
 
 
 def test_a_unit_without_gradient_is_counted_dead_and_the_others_are_not() -> None:

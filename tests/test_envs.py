@@ -7,7 +7,8 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from impala_lit.envs import EnvSpec, check_env_id
+from impala_lit.envs import AtariSpec, GymSpec, check_env_id
+from impala_lit.envs.atari import fold_end_of_life
 
 
 def _wrappers(env: gym.Env):
@@ -17,7 +18,7 @@ def _wrappers(env: gym.Env):
 
 
 def test_atari_follows_the_paper_protocol() -> None:
-    gym_env = EnvSpec("ALE/Pong-v5").make_gym()
+    gym_env = AtariSpec("ALE/Pong-v5").make_gym()
     chain = [type(e).__name__ for e in _wrappers(gym_env)]
     assert chain[0] == "FrameStackObservation" and "AtariPreprocessing" in chain
     ale = gym_env.unwrapped
@@ -25,12 +26,12 @@ def test_atari_follows_the_paper_protocol() -> None:
     assert ale.ale.getFloat("repeat_action_probability") == 0.0  # no sticky actions
     preprocessing = next(e for e in _wrappers(gym_env) if type(e).__name__ == "AtariPreprocessing")
     assert preprocessing.frame_skip == 4 and preprocessing.noop_max == 30 and preprocessing.screen_size == (84, 84)
-    assert EnvSpec("ALE/Pong-v5").frames_per_step == 4
-    assert EnvSpec("CartPole-v1").frames_per_step == 1
+    assert AtariSpec("ALE/Pong-v5").frames_per_step == 4
+    assert GymSpec("CartPole-v1").frames_per_step == 1
 
 
 def test_atari_observations_are_stacked_uint8_frames() -> None:
-    env = EnvSpec("ALE/Pong-v5").make_batched(2)
+    env = AtariSpec("ALE/Pong-v5").make_batched(2)
     check_env_specs(env)
     td = env.rollout(5)
     assert td["observation"].shape == (2, 5, 4, 84, 84)
@@ -40,13 +41,13 @@ def test_atari_observations_are_stacked_uint8_frames() -> None:
 
 def test_rewards_are_clipped_for_learning_but_the_game_score_stays_raw() -> None:
     torch.manual_seed(0)
-    env = EnvSpec("ALE/SpaceInvaders-v5").make_batched(1)  # invaders are worth 5-30 points
+    env = AtariSpec("ALE/SpaceInvaders-v5").make_batched(1)  # invaders are worth 5-30 points
     env.set_seed(0)
     td = env.rollout(400, break_when_any_done=False)
     rewards = td["next", "reward"]
     assert set(rewards.unique().tolist()) <= {-1.0, 0.0, 1.0}
     assert rewards.sum() > 0
-    game_return = td["next", "game_return"]
+    game_return = td["next", "game_return"].squeeze(-1)
     assert game_return.max() > rewards.sum()  # raw points, not clipped ones
     increments = game_return[..., 1:] - game_return[..., :-1]
     assert increments.max() >= 5
@@ -54,17 +55,22 @@ def test_rewards_are_clipped_for_learning_but_the_game_score_stays_raw() -> None
 
 
 def test_unclipped_rewards_when_asked() -> None:
-    env = EnvSpec("ALE/SpaceInvaders-v5", clip_rewards=False).make_batched(1)
+    env = AtariSpec("ALE/SpaceInvaders-v5", clip_rewards=False).make_batched(1)
     env.set_seed(0)
     td = env.rollout(400, break_when_any_done=False)
     assert td["next", "reward"].max() >= 5
     env.close()
 
 
-def test_end_of_life_episodes_terminate_without_ending_the_game() -> None:
-    env = EnvSpec("ALE/Breakout-v5", episodic_life=True).make_batched(1)
+@pytest.mark.parametrize("backend", ["gymnasium", "ale_vector"])
+def test_end_of_life_episodes_terminate_without_ending_the_game(backend: str) -> None:
+    """TorchRL's ``EndOfLifeTransform`` marks a lost life; the actors' stream makes it a termination
+    for learning (``fold_end_of_life``), and the game goes on without a reset."""
+    env = AtariSpec("ALE/Breakout-v5", episodic_life=True, backend=backend).make_batched(1)
     env.set_seed(0)
-    td = env.rollout(3000, break_when_any_done=False)
+    td = fold_end_of_life(env.rollout(3000, break_when_any_done=False))
+    assert "end-of-life" not in td["next"].keys() and "lives" not in td.keys()  # folded, then dropped
+    assert (td["next", "done"] == td["next", "terminated"] | td["next", "truncated"]).all()
     terminated = td["next", "terminated"].squeeze(-1)
     game_over = td["next", "game_over"]
     assert terminated.sum() > game_over.sum() >= 1  # lives lost before the game ended
@@ -77,7 +83,7 @@ def test_end_of_life_episodes_terminate_without_ending_the_game() -> None:
 
 
 def test_cartpole_goes_through_the_same_factory() -> None:
-    env = EnvSpec("CartPole-v1").make_batched(3)
+    env = GymSpec("CartPole-v1").make_batched(3)
     check_env_specs(env)
     td = env.rollout(600, break_when_any_done=False)
     assert td["observation"].shape == (3, 600, 4)
@@ -101,10 +107,10 @@ def test_unknown_env_id_is_one_clear_line(env_id: str, hint: str | None) -> None
 
 
 def test_the_ale_vector_backend_keeps_the_protocol_and_the_keys() -> None:
-    spec = EnvSpec("ALE/SpaceInvaders-v5", backend="ale_vector")
+    spec = AtariSpec("ALE/SpaceInvaders-v5", backend="ale_vector")
     env = spec.make_batched(2)
     check_env_specs(env)
-    reference = EnvSpec("ALE/SpaceInvaders-v5").make_batched(2)
+    reference = AtariSpec("ALE/SpaceInvaders-v5").make_batched(2)
     assert set(env.observation_spec.keys(True)) == set(reference.observation_spec.keys(True))
     env.set_seed(0)
     td = env.rollout(400, break_when_any_done=False)
@@ -120,7 +126,7 @@ def test_the_ale_vector_backend_keeps_the_protocol_and_the_keys() -> None:
 
 
 def test_ale_vector_games_end_with_game_over_and_the_raw_score() -> None:
-    env = EnvSpec("ALE/Pong-v5", backend="ale_vector").make_batched(2)
+    env = AtariSpec("ALE/Pong-v5", backend="ale_vector").make_batched(2)
     env.set_seed(1)
     td = env.rollout(1500, break_when_any_done=False)  # a random Pong player loses 21-0 in ~800-1100 steps
     over = td["next", "game_over"]
@@ -137,9 +143,9 @@ def test_ale_vector_actors_start_on_the_seeds_torchrl_hands_out(no_stray_workers
     """TorchRL seeds collector worker k with a hash up to 2**32; ale-py takes C++ ints only, so
     every ale_vector actor past the second died at start (seen with 14 actors on the GPU machine)."""
     from impala_lit import ImpalaModule
-    from impala_lit.actors import RolloutStream
+    from impala_lit.actors import ActorSettings, RolloutStream
 
-    env = EnvSpec("ALE/Pong-v5", backend="ale_vector").make_batched(2)
+    env = AtariSpec("ALE/Pong-v5", backend="ale_vector").make_batched(2)
     env.set_seed(4_146_711_673)  # > 2**31 - 1
     first = env.reset()["observation"]
     env.set_seed(4_146_711_673)
@@ -147,8 +153,8 @@ def test_ale_vector_actors_start_on_the_seeds_torchrl_hands_out(no_stray_workers
     env.close()
 
     learner = ImpalaModule(network="shallow")
-    stream = RolloutStream(EnvSpec("ALE/Pong-v5", backend="ale_vector"), learner.actor, num_workers=3,
-                           envs_per_worker=1, unroll_length=5, batch_size=3)  # fmt: skip
+    settings = ActorSettings(num_workers=3, envs_per_worker=1, unroll_length=5, batch_size=3)
+    stream = RolloutStream(AtariSpec("ALE/Pong-v5", backend="ale_vector"), learner.actor, settings)
     batches = iter(stream)
     assert next(batches).batch_size == (3, 5)
     assert stream.restarts == 0

@@ -117,12 +117,12 @@ def test_weights_sent_while_an_actor_is_dead_do_not_block_the_learner(no_stray_w
     from tensordict import TensorDict
 
     from impala_lit import ImpalaModule
-    from impala_lit.actors import RolloutStream
-    from impala_lit.envs import EnvSpec
+    from impala_lit.actors import ActorSettings, RolloutStream
+    from impala_lit.envs import GymSpec
 
     learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp")
-    stream = RolloutStream(EnvSpec("CartPole-v1"), learner.actor, num_workers=2, envs_per_worker=2,
-                           unroll_length=10, batch_size=2)  # fmt: skip
+    settings = ActorSettings(num_workers=2, envs_per_worker=2, unroll_length=10, batch_size=2)
+    stream = RolloutStream(GymSpec("CartPole-v1"), learner.actor, settings)
     batches = iter(stream)
     next(batches)
     psutil.Process(stream.collector.procs[0].pid).kill()  # not reaped here: multiprocessing must see it die
@@ -149,13 +149,13 @@ def test_actors_that_fail_while_starting_raise_instead_of_hanging(env_class, err
     import threading
 
     from impala_lit import ImpalaModule
-    from impala_lit.actors import RolloutStream
+    from impala_lit.actors import ActorSettings, RolloutStream
 
     from . import faulty
 
     learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp")
-    stream = RolloutStream(getattr(faulty, env_class)("CartPole-v1"), learner.actor, num_workers=2,
-                           envs_per_worker=2, unroll_length=5, batch_size=2, max_restarts=1)  # fmt: skip
+    settings = ActorSettings(num_workers=2, envs_per_worker=2, unroll_length=5, batch_size=2, max_restarts=1)
+    stream = RolloutStream(getattr(faulty, env_class)("CartPole-v1"), learner.actor, settings)
     raised: list[BaseException] = []
 
     def first_batch() -> None:

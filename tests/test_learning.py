@@ -7,7 +7,7 @@ import pytest
 from .conftest import ROOT, run_recipe
 
 CARTPOLE_FRAME_BUDGET = 500_000  # recipes/cartpole.py's model.max_frames
-STOP_AT_450 = ["--trainer.callbacks+=impala_lit.callbacks.StopAtReturn", "--trainer.callbacks.threshold=450"]
+STOP_AT_450 = ["--trainer.callbacks+=impala_lit.StopAtReturn", "--trainer.callbacks.threshold=450"]
 
 
 @pytest.mark.slow
@@ -43,7 +43,7 @@ def test_an_lstm_balances_cartpole_from_positions_alone(tmp_path, no_stray_worke
     # without memory reaches (those runs started RMSProp at 0; at the recipe's 0.1 it reached 150 at
     # 218k-280k frames in 3 of 3, BENCHMARKS.md session 30). Stops there to save CI time.
     config = ROOT / "recipes" / "configs" / "cartpole_lstm.yaml"
-    stop = ["--trainer.callbacks+=impala_lit.callbacks.StopAtReturn", "--trainer.callbacks.threshold=150"]
+    stop = ["--trainer.callbacks+=impala_lit.StopAtReturn", "--trainer.callbacks.threshold=150"]
     run = run_recipe("cartpole", ["fit", f"--config={config}", "--eval.every_n_steps=0", *stop], tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.only_run("cartpole").data.params["model.core"] == "lstm"

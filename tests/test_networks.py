@@ -6,7 +6,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from impala_lit.networks import NatureCNN, ResNetTorso, make_actor_critic, set_inference_precision
+from impala_lit.agent.networks import NatureCNN, ResNetTorso, make_actor_critic, set_inference_precision
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -13,8 +13,8 @@ import torch
 from tensordict import TensorDict
 
 from impala_lit import ImpalaModule
-from impala_lit.actors import RolloutStream
-from impala_lit.envs import EnvSpec
+from impala_lit.actors import ActorSettings, RolloutStream
+from impala_lit.envs import GymSpec
 
 from .conftest import _recipe_command, run_recipe, start_recipe
 
@@ -45,16 +45,8 @@ TRAINING_METRICS = [
 def test_actors_stream_batches_and_receive_weights(no_stray_workers) -> None:
     torch.manual_seed(0)
     learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp")
-    stream = RolloutStream(
-        EnvSpec("CartPole-v1"),
-        learner.actor,
-        num_workers=2,
-        envs_per_worker=4,
-        unroll_length=10,
-        batch_size=8,
-        policy_version=7,
-        learner_threads=3,
-    )
+    settings = ActorSettings(num_workers=2, envs_per_worker=4, unroll_length=10, batch_size=8, learner_threads=3)
+    stream = RolloutStream(GymSpec("CartPole-v1"), learner.actor, settings, policy_version=7)
     threads = torch.get_num_threads()
     batches = iter(stream)
     batch = next(batches)

@@ -13,16 +13,15 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
-from impala_lit.envs import EnvSpec
-from impala_lit.networks import ResNetTorso, make_actor_critic
-from impala_lit.procgen import unseen_levels
+from impala_lit.agent.networks import ResNetTorso, make_actor_critic
+from impala_lit.envs import ProcgenSpec
 
 from .conftest import ROOT, run_recipe, run_recipe_in_process
 
 pytest.importorskip("procgen", reason="procgen2 has wheels for CPython 3.11 on Linux x86_64 only")
 
 
-def _level_seeds(spec: EnvSpec, games: int) -> set[int]:
+def _level_seeds(spec: ProcgenSpec, games: int) -> set[int]:
     """The level of each of ``games`` games, each started from its own seed."""
     game = spec.make_gym().unwrapped
     try:
@@ -36,7 +35,7 @@ def _level_seeds(spec: EnvSpec, games: int) -> set[int]:
 
 
 def test_a_game_has_the_benchmarks_specs_and_level_sets() -> None:
-    spec = EnvSpec("procgen/coinrun", num_levels=200)
+    spec = ProcgenSpec("procgen/coinrun", num_levels=200)
     env = spec.make_batched(4)
     try:
         assert env.batch_size == torch.Size([4])
@@ -50,7 +49,7 @@ def test_a_game_has_the_benchmarks_specs_and_level_sets() -> None:
 
     assert _level_seeds(dataclasses.replace(spec, num_levels=1, start_level=7), 5) == {7}
     assert _level_seeds(dataclasses.replace(spec, num_levels=3, start_level=10), 12) == {10, 11, 12}
-    unseen = _level_seeds(unseen_levels(spec), 12)
+    unseen = _level_seeds(spec.unseen_levels(), 12)
     assert len(unseen) == 12 and all(seed >= 200 for seed in unseen)  # the full distribution, not levels 0-199
 
 
@@ -59,7 +58,7 @@ def test_the_score_is_raw_while_the_learner_sees_clipped_rewards() -> None:
     actions = torch.as_tensor(np.random.default_rng(0).integers(0, 15, size=(400, 8)))
 
     def play(clip: bool):
-        env = EnvSpec("procgen/fruitbot", num_levels=50, clip_rewards=clip).make_batched(8)
+        env = ProcgenSpec("procgen/fruitbot", num_levels=50, clip_rewards=clip).make_batched(8)
         env.set_seed(3)
         td = env.reset()
         rewards, over, scores = [], [], []
@@ -88,7 +87,7 @@ def test_the_score_is_raw_while_the_learner_sees_clipped_rewards() -> None:
 
 def test_seeds_pick_the_games() -> None:
     def first_frames(seed: int) -> torch.Tensor:
-        env = EnvSpec("procgen/starpilot", num_levels=0).make_batched(2)
+        env = ProcgenSpec("procgen/starpilot", num_levels=0).make_batched(2)
         env.set_seed(seed)
         frames = env.reset()["observation"].clone()
         env.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psutil
 
-from impala_lit.ray_local import _status, local_ray_cluster
+from impala_lit.testing import _status, local_ray_cluster
 
 
 def test_a_test_cluster_stops_only_what_it_started() -> None:

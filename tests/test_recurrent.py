@@ -7,17 +7,17 @@ import torch
 from tensordict import TensorDict
 
 from impala_lit import ImpalaModule
-from impala_lit.actors import RolloutStream
-from impala_lit.envs import EnvSpec
-from impala_lit.evaluation import play_games
-from impala_lit.recurrent import carry_state, reset_state
+from impala_lit.actors import ActorSettings, RolloutStream
+from impala_lit.agent.recurrent import carry_state, reset_state
+from impala_lit.app.evaluation import play_games
+from impala_lit.envs import GymSpec, make_env_spec
 
 from .conftest import ROOT, run_recipe
 
 
 def _stream(learner: ImpalaModule, env_id: str = "CartPole-v1", **kwargs) -> RolloutStream:
     settings = {"num_workers": 1, "envs_per_worker": 4, "unroll_length": 40, "batch_size": 4, **kwargs}
-    return RolloutStream(EnvSpec(env_id), learner.actor, **settings)
+    return RolloutStream(make_env_spec(env_id), learner.actor, ActorSettings(**settings))
 
 
 @pytest.mark.parametrize("core", ["lstm", "gru"])
@@ -137,14 +137,14 @@ def test_evaluation_games_carry_the_state() -> None:
     """A recurrent player: the recorded game alone and the others at once, each with its own state."""
     torch.manual_seed(0)
     learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp", core="lstm", core_size=16)
-    results = play_games(EnvSpec("CartPole-v1"), learner.actor, 3, record=True, max_video_frames=5)
+    results = play_games(GymSpec("CartPole-v1"), learner.actor, 3, record=True, max_video_frames=5)
     assert len(results.returns) == 3 and all(r >= 8 for r in results.returns)
     assert len(results.frames) == 5
     # the recorded game is for the GIF only: the scores are those of the games played without it
     torch.manual_seed(1)
-    unrecorded = play_games(EnvSpec("CartPole-v1"), learner.actor, 3, greedy=True)
+    unrecorded = play_games(GymSpec("CartPole-v1"), learner.actor, 3, greedy=True)
     torch.manual_seed(1)
-    recorded = play_games(EnvSpec("CartPole-v1"), learner.actor, 3, greedy=True, record=True, max_video_frames=5)
+    recorded = play_games(GymSpec("CartPole-v1"), learner.actor, 3, greedy=True, record=True, max_video_frames=5)
     assert recorded.returns == unrecorded.returns and recorded.lengths == unrecorded.lengths
 
 

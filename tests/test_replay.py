@@ -7,7 +7,7 @@ import torch
 from tensordict import TensorDict
 
 from impala_lit import ImpalaModule
-from impala_lit.replay import RolloutReplay
+from impala_lit.learning.replay import RolloutReplay
 
 from .conftest import run_recipe, run_recipe_in_process
 from .test_vtrace import off_policy_batch
@@ -41,7 +41,7 @@ def test_the_replayed_share_of_each_batch_is_the_setting(ratio, fresh, replayed,
         old = batch["policy_version"][fresh:]
         assert (old < version).all() and (old == old[:, :1]).all()  # replayed: older, and whole rollouts
     assert len(replay) == min(64, 12 * fresh)
-    assert ImpalaModule.fresh_steps(batch) == fresh * 5  # the frame counter counts the actors' steps only
+    assert replay.fresh(batch).sum() * 5 == fresh * 5  # the frame counter counts the actors' steps only
 
 
 def test_priorities_follow_the_v_trace_errors_and_weight_the_loss() -> None:
@@ -52,7 +52,8 @@ def test_priorities_follow_the_v_trace_errors_and_weight_the_loss() -> None:
     error[3] = 1.0  # one rollout the critic gets badly wrong
     batch.set("state_value", torch.zeros(16, 5, 1))
     batch.set("value_target", error)
-    replay.update_priorities(batch)
+    metrics = replay.feedback(batch, policy_version=1)
+    assert metrics["replay/share"] == 0.0 and metrics["replay/policy_lag"] == 0.0  # nothing replayed yet
     priority = replay.buffer.sampler.priority[:16]
     assert priority[3] == pytest.approx(1.0, rel=1e-4) and priority[0] == pytest.approx(0.01, rel=1e-3)
     mixed = replay.mix(rollouts(16, 5, version=1))

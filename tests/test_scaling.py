@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from impala_lit.ray_local import local_ray_cluster
+from impala_lit.testing import local_ray_cluster
 
 from .conftest import ROOT, run_recipe
 
@@ -54,7 +54,7 @@ def test_ray_actors_on_a_two_node_cluster_train_cartpole_to_450(tmp_path, ray_cl
     config = ROOT / "recipes" / "configs" / "cartpole_appo.yaml"
     args = ["fit", f"--config={config}", "--data.actors=ray", f"--data.ray_address={ray_cluster.address}",
             "--data.num_workers=2", "--eval.every_n_steps=0",
-            "--trainer.callbacks+=impala_lit.callbacks.StopAtReturn", "--trainer.callbacks.threshold=450"]  # fmt: skip
+            "--trainer.callbacks+=impala_lit.StopAtReturn", "--trainer.callbacks.threshold=450"]  # fmt: skip
     run = run_recipe("cartpole", args, tmp_path, timeout=900, env=ray_cluster.env)
     assert run.returncode == 0, run.stderr[-3000:]
     reached = run.return_reached("cartpole", 450, "Ray actors, APPO CartPole")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from tensordict import TensorDictBase
 
-from impala_lit.learner import ImpalaModule
+from impala_lit.learning.learner import ImpalaModule
 
 
 class APPOModule(ImpalaModule):
@@ -56,7 +56,7 @@ class APPOModule(ImpalaModule):
         if self._update % minibatches == 0:  # a new epoch: reshuffle the rollouts
             self._order = torch.randperm(batch.shape[0], device=batch.device)
         rows = self._order.chunk(minibatches)[self._update % minibatches]
-        return self._train_on(batch[rows], new_steps=self.fresh_steps(batch) if self._update == 0 else 0)
+        return self._train_on(batch[rows], new_steps=self.new_steps(batch) if self._update == 0 else 0)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         """``num_epochs x num_minibatches`` optimizer steps on this batch, then the weights to the actors.

@@ -36,7 +36,7 @@ def register() -> None:
     if CARTPOLE_NO_VELOCITY not in gym.registry:
         gym.register(
             CARTPOLE_NO_VELOCITY,
-            entry_point="impala_lit.pomdp:make_cartpole_no_velocity",
+            entry_point="impala_lit.envs.pomdp:make_cartpole_no_velocity",
             max_episode_steps=500,
             reward_threshold=475.0,
         )

@@ -22,25 +22,27 @@ import ctypes
 import functools
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector
 from torchrl.envs import Transform
-from torchrl.weight_update import SharedMemWeightSyncScheme
 
-from impala_lit.console import quiet_actor_console
-from impala_lit.envs import EnvSpec
-from impala_lit.networks import set_inference_precision
-from impala_lit.recurrent import env_transforms, next_state_keys
+from impala_lit.actors.weight_sync import LivenessAwareWeightSync
+from impala_lit.agent.networks import set_inference_precision
+from impala_lit.agent.recurrent import env_transforms, next_state_keys
+from impala_lit.app.console import quiet_actor_console
+from impala_lit.envs import GAME_KEYS, EnvSpec
+from impala_lit.envs.atari import fold_end_of_life
 
-ROLLOUT_KEYS_DROPPED = ("collector", "game_return", "game_length", "game_over")
+ROLLOUT_KEYS_DROPPED = ("collector", *GAME_KEYS)
 ACTOR_BACKENDS = ("local", "ray")
 # The Ray actors get the policy's weights when they are built; the first update comes after a step.
 warnings.filterwarnings("ignore", message="RayCollector iteration started before weight synchronization")
@@ -66,41 +68,31 @@ def _worker_env(env: EnvSpec, num_envs: int, transforms: tuple[Transform, ...] =
     return batched
 
 
-class LivenessAwareWeightSync(SharedMemWeightSyncScheme):
-    """TorchRL's default shared-memory weight sync, except that a dead actor cannot block the learner.
-
-    The stock scheme waits without a timeout for every worker to acknowledge new weights; a
-    killed worker never does, and the learner hung in ``update_policy_weights_`` (found by
-    ``bench/soak.py``). Here the wait gives up once a worker is dead: the stream's next read
-    then sees the dead worker (TorchRL checks on every queue timeout) and restarts the actors.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(sync=True)
-        self.processes: list = []  # the collector's workers, set once they exist (never pickled)
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["processes"] = []
-        return state
-
-    def _wait_for_ack(self, worker_ids=None, timeout=None) -> None:
-        if isinstance(worker_ids, int):
-            worker_ids = [worker_ids]
-        for worker in list(self._ack_queues) if worker_ids is None else worker_ids:
-            while True:
-                try:
-                    self._ack_queues[worker].get(timeout=1.0)
-                    break
-                except queue.Empty:
-                    if any(not process.is_alive() for process in self.processes):
-                        return
-
-
 def _ray_errors() -> tuple[type[BaseException], ...]:
     """Ray's errors for a dead actor or node, if Ray is in use."""
     ray = sys.modules.get("ray")
     return (ray.exceptions.RayError,) if ray is not None else ()
+
+
+@dataclass(frozen=True)
+class ActorSettings:
+    """How many actors run where, and the shape of what they send (``ImpalaDataModule`` documents each)."""
+
+    num_workers: int = 2
+    envs_per_worker: int = 16
+    unroll_length: int = 20
+    batch_size: int = 32
+    seed: int = 0
+    max_restarts: int = 3
+    actors: Literal["local", "ray"] = "local"
+    ray_address: str = "local"
+    actor_device: str = "cpu"
+    actor_precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    learner_threads: int | None = None
+
+    @property
+    def rollouts_per_batch(self) -> int:
+        return self.batch_size // self.envs_per_worker
 
 
 class ActorsFailedError(RuntimeError):
@@ -115,45 +107,20 @@ class RolloutStream:
     """
 
     def __init__(
-        self,
-        env: EnvSpec,
-        policy: TensorDictModuleBase,
-        *,
-        num_workers: int,
-        envs_per_worker: int,
-        unroll_length: int,
-        batch_size: int,
-        policy_version: int = 0,
-        seed: int = 0,
-        max_restarts: int = 3,
-        actors: str = "local",
-        ray_address: str = "local",
-        actor_device: str = "cpu",
-        actor_precision: str = "32-true",
-        learner_threads: int | None = None,
-    ):
+        self, env: EnvSpec, policy: TensorDictModuleBase, settings: ActorSettings, policy_version: int = 0
+    ) -> None:
         self.env = env
+        self.settings = settings
         # The workers get their own copy: learner updates reach them only through
         # ``update_weights`` (a shared module would change mid-rollout, untracked).
-        # a recurrent policy also keeps the state it hands to the next step (``impala_lit.recurrent``)
+        # a recurrent policy also keeps the state it hands to the next step (``impala_lit.agent.recurrent``)
         self.next_state_keys = next_state_keys(policy)
         self.env_transforms = tuple(env_transforms(policy))
         policy = copy.deepcopy(policy).cpu().float()
         policy = policy.select_out_keys("action", "action_log_prob", *self.next_state_keys)
-        self.policy = set_inference_precision(policy, actor_precision)
-        self.num_workers = num_workers
-        self.envs_per_worker = envs_per_worker
-        self.unroll_length = unroll_length
-        self.batch_size = batch_size
-        self.rollouts_per_batch = batch_size // envs_per_worker
+        self.policy = set_inference_precision(policy, settings.actor_precision)
         self.policy_version = policy_version  # the learner's version of ``self.policy``
         self.version_offset = policy_version
-        self.seed = seed
-        self.max_restarts = max_restarts
-        self.actors = actors
-        self.ray_address = ray_address
-        self.actor_device = actor_device
-        self.learner_threads = learner_threads
         self.restarts = 0  # times the actors were restarted after one of them died
         self._latest_weights: TensorDict | None = None
         self.collector: BaseCollector | None = None
@@ -162,53 +129,55 @@ class RolloutStream:
     def _start(self) -> BaseCollector:
         if self._latest_weights is not None:
             self._latest_weights.to_module(self.policy, inplace=True)
-        make_env = functools.partial(_worker_env, self.env, self.envs_per_worker, self.env_transforms)
+        cfg = self.settings
+        make_env = functools.partial(_worker_env, self.env, cfg.envs_per_worker, self.env_transforms)
         # kept on self before anything can fail, so that ``close`` shuts the workers down
-        if self.actors == "ray":
+        if cfg.actors == "ray":
             self.collector = collector = self._ray_collector(make_env)
         else:
             self._weight_sync = weight_sync = LivenessAwareWeightSync()
             # each worker moves its policy copy to policy_device; frames go there for the policy's
             # call and the rollout is stored on the CPU, where the learner batch is assembled
-            devices = {} if self.actor_device == "cpu" else {
-                "policy_device": self.actor_device, "env_device": "cpu", "storing_device": "cpu"
+            devices = {} if cfg.actor_device == "cpu" else {
+                "policy_device": cfg.actor_device, "env_device": "cpu", "storing_device": "cpu"
             }  # fmt: skip
             self.collector = collector = MultiAsyncCollector(
-                [make_env] * self.num_workers,
+                [make_env] * cfg.num_workers,
                 self.policy,
-                frames_per_batch=self.envs_per_worker * self.unroll_length,
+                frames_per_batch=cfg.envs_per_worker * cfg.unroll_length,
                 total_frames=-1,
                 track_policy_version=True,
                 weight_sync_schemes={"policy": weight_sync},
                 **devices,
                 # workers run 1 torch thread each (num_sub_threads default); the learner
                 # process gets cores minus workers (num_threads=None), so nothing oversubscribes
-                num_threads=self.learner_threads,
+                num_threads=cfg.learner_threads,
             )
             weight_sync.processes = list(collector.procs)
         # workers count weight updates from 0: offset their stamps by the learner's version now
         self.version_offset = self.policy_version
-        collector.set_seed(self.seed + 10_007 * self.restarts)  # a restart does not replay the same games
+        collector.set_seed(cfg.seed + 10_007 * self.restarts)  # a restart does not replay the same games
         return collector
 
     def _ray_collector(self, make_env) -> BaseCollector:
         """``num_workers`` Ray actors, each a TorchRL ``Collector`` over ``envs_per_worker`` envs."""
         from torchrl.collectors.distributed import RayCollector
 
-        if self.ray_address == "local":  # a Ray instance of this process, shut down with the actors
+        cfg = self.settings
+        if cfg.ray_address == "local":  # a Ray instance of this process, shut down with the actors
             init = {"address": "local", "include_dashboard": False, "num_cpus": os.cpu_count()}
         else:  # an existing cluster: "auto", "host:port" or "ray://host:port"
-            init = {"address": self.ray_address}
-        if self.learner_threads is not None:
-            torch.set_num_threads(self.learner_threads)
+            init = {"address": cfg.ray_address}
+        if cfg.learner_threads is not None:
+            torch.set_num_threads(cfg.learner_threads)
         return RayCollector(
-            [make_env] * self.num_workers,
+            [make_env] * cfg.num_workers,
             self.policy,
-            frames_per_batch=self.envs_per_worker * self.unroll_length,
+            frames_per_batch=cfg.envs_per_worker * cfg.unroll_length,
             total_frames=2**62,  # TorchRL 0.14.1's RayCollector yields nothing with -1 ("no limit")
             collector_class=Collector,
             collector_kwargs={"track_policy_version": True},
-            num_collectors=self.num_workers,
+            num_collectors=cfg.num_workers,
             sync=False,  # first ready, first served, as MultiAsyncCollector
             ray_init_config={**init, "log_to_driver": False},
             remote_configs={"num_cpus": 1, "num_gpus": 0},
@@ -237,10 +206,10 @@ class RolloutStream:
                     failures_in_row += 1
                     self.restarts += 1
                     self.close()
-                    if failures_in_row > self.max_restarts:
+                    if failures_in_row > self.settings.max_restarts:
                         raise ActorsFailedError(
                             f"the actors failed {failures_in_row} times in a row without producing a batch "
-                            f"(data.max_actor_restarts={self.max_restarts}); last: {err!r}"
+                            f"(data.max_actor_restarts={self.settings.max_restarts}); last: {err!r}"
                         ) from err
                     warnings.warn(f"restarting the actors ({self.restarts} restarts so far): {err}", stacklevel=2)
         finally:
@@ -250,8 +219,9 @@ class RolloutStream:
         pending: list[TensorDictBase] = []
         for rollout in collector:
             # the state after each step stays with the actors: the learner replays from the first one
-            pending.append(rollout.exclude(*ROLLOUT_KEYS_DROPPED, *self.next_state_keys))
-            if len(pending) < self.rollouts_per_batch:
+            # a lost life ends the episode for learning (``impala_lit.envs.atari``)
+            pending.append(fold_end_of_life(rollout.exclude(*ROLLOUT_KEYS_DROPPED, *self.next_state_keys)))
+            if len(pending) < self.settings.rollouts_per_batch:
                 continue
             batch = pending[0] if len(pending) == 1 else torch.cat(pending, 0)
             pending = []
@@ -271,7 +241,7 @@ class RolloutStream:
     def close(self) -> None:
         """Shut the workers down (idempotent)."""
         if self.collector is not None:
-            if self.actors == "ray":
+            if self.settings.actors == "ray":
                 self.collector.shutdown()  # stops our actors; a Ray started here goes with them
             else:
                 self.collector.shutdown(raise_on_error=False)

@@ -16,10 +16,10 @@ none of which the simulation needs (those are for gym3's interactive viewer); th
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib.util
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -27,8 +27,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs import ProcgenEnv, TransformedEnv
 
-if TYPE_CHECKING:
-    from impala_lit.envs import EnvSpec
+from impala_lit.envs.base import EnvSpec, add_game_score
 
 PREFIX = "procgen/"
 GAMES = (
@@ -71,27 +70,48 @@ def check_levels(distribution_mode: str, num_levels: int, start_level: int) -> N
         raise ValueError(f"data.start_level: must be in [0, 2**31 - data.num_levels), got {start_level}")
 
 
-def unseen_levels(spec: EnvSpec) -> EnvSpec:
-    """The benchmark's test levels: the full distribution (``num_levels=0``), seeds drawn from
-    2**31 levels, so the training set's few hundred are hit with probability ~1e-7 per game."""
-    return dataclasses.replace(spec, num_levels=0, start_level=0)
+@dataclass(frozen=True)
+class ProcgenSpec(EnvSpec):
+    """One Procgen game and its level set.
 
+    Args:
+        distribution_mode: ``easy`` or ``hard`` levels.
+        num_levels: train on this many levels (0: the whole distribution).
+        start_level: the first training level's seed.
+    """
 
-def _procgen_kwargs(spec: EnvSpec) -> dict:
-    return {
-        "distribution_mode": spec.distribution_mode,
-        "num_levels": spec.num_levels,
-        "start_level": spec.start_level,
-    }
+    distribution_mode: Literal["easy", "hard"] = "easy"
+    num_levels: int = 0
+    start_level: int = 0
 
+    @property
+    def video_fps(self) -> float:
+        return FPS
 
-def make_batched(spec: EnvSpec, num_envs: int):
-    """``num_envs`` games in one Procgen C++ env (TorchRL's ``ProcgenEnv``), batch size ``[num_envs]``,
-    with the raw score and length of each game counted before rewards are clipped."""
-    from impala_lit.envs import add_game_score
+    def procgen_kwargs(self) -> dict:
+        return {
+            "distribution_mode": self.distribution_mode,
+            "num_levels": self.num_levels,
+            "start_level": self.start_level,
+        }
 
-    env = TransformedEnv(ProcgenGames(game_name(spec.env_id), num_envs=num_envs, **_procgen_kwargs(spec)))
-    return add_game_score(env, spec.clip_rewards)
+    def unseen_levels(self) -> ProcgenSpec:
+        """The benchmark's test levels: the full distribution (``num_levels=0``), seeds drawn from
+        2**31 levels, so the training set's few hundred are hit with probability ~1e-7 per game."""
+        return self.replace(num_levels=0, start_level=0)
+
+    def evaluation_sets(self) -> dict[str, EnvSpec]:
+        """Unseen levels (``eval/*``, the benchmark's test score) and the training levels (``eval_train/*``)."""
+        return {"eval": self.unseen_levels(), "eval_train": self}
+
+    def make_batched(self, num_envs: int) -> TransformedEnv:
+        """``num_envs`` games in one Procgen C++ env (TorchRL's ``ProcgenEnv``), batch size ``[num_envs]``."""
+        env = TransformedEnv(ProcgenGames(game_name(self.env_id), num_envs=num_envs, **self.procgen_kwargs()))
+        return add_game_score(env, self.clip_rewards)
+
+    def make_gym(self, render_mode: str | None = None) -> gym.Env:
+        """One game as a gymnasium env (CHW observations) that renders the 512x512 view."""
+        return ProcgenGame(self, render_mode)
 
 
 class ProcgenGames(ProcgenEnv):
@@ -137,7 +157,7 @@ class ProcgenGame(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": FPS}
 
-    def __init__(self, spec: EnvSpec, render_mode: str | None = None):
+    def __init__(self, spec: ProcgenSpec, render_mode: str | None = None):
         from gym3 import types as gym3_types  # noqa: F401 - fail here, not mid-game, when gym3 is missing
 
         self._spec = spec
@@ -151,7 +171,7 @@ class ProcgenGame(gym.Env):
 
         if self._env is not None:
             self._env.close()
-        kwargs = _procgen_kwargs(self._spec)
+        kwargs = self._spec.procgen_kwargs()
         if seed is not None:
             kwargs["rand_seed"] = seed % (2**31)
         self._env = ProcgenGym3Env(num=1, env_name=game_name(self._spec.env_id), render_mode=self.render_mode, **kwargs)
@@ -182,10 +202,3 @@ class ProcgenGame(gym.Env):
 
 def _chw(obs: dict) -> np.ndarray:
     return np.ascontiguousarray(obs["rgb"][0].transpose(2, 0, 1))
-
-
-def make_gym(spec: EnvSpec, render_mode: str | None = None) -> gym.Env:
-    """One game as a gymnasium env (CHW observations), with ``GameStats``' raw score in ``info``."""
-    from impala_lit.envs import GameStats
-
-    return GameStats(ProcgenGame(spec, render_mode))

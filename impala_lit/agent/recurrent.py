@@ -48,10 +48,8 @@ class _FP32Core:
     the fp32 state and fails ("could not create a primitive descriptor for the LSTM forward
     propagation primitive"); the core is a small part of the learner's work next to the torso.
 
-    Why the normalization (BENCHMARKS.md, issue 15): on Pong the Nature CNN's ReLU features grew
-    32-fold (norm 7.8 -> 252) within the first 1,000 updates, 81-92% of the LSTM's gate
-    pre-activations went past +-4, and the saturated gates passed no gradient back: the torso
-    stopped learning and the heads learned a state-independent policy (-21 for 6M frames).
+    The normalization: on Pong the CNN's features grew until the LSTM's gates saturated and passed
+    no gradient back to the torso (BENCHMARKS.md, "Recurrent core").
     """
 
     normalize_input: bool = False

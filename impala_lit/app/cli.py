@@ -22,19 +22,19 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from impala_lit.actors import ActorsFailedError
-from impala_lit.callbacks import EXIT_CODES, AtomicCheckpointIO, DataWaitMonitor, ImpalaCheckpoint, StopOnSignal
-from impala_lit.console import expect_warning, quiet_console
-from impala_lit.data import ImpalaDataModule
-from impala_lit.evaluation import EvaluationCallback
-from impala_lit.learner import ImpalaModule, NonFiniteError
-from impala_lit.progress import TrainingProgress
-from impala_lit.tracking import (
+from impala_lit.app.callbacks import EXIT_CODES, AtomicCheckpointIO, DataWaitMonitor, ImpalaCheckpoint, StopOnSignal
+from impala_lit.app.console import expect_warning, quiet_console
+from impala_lit.app.evaluation import EvaluationCallback
+from impala_lit.app.progress import TrainingProgress
+from impala_lit.app.tracking import (
     ImpalaMLFlowLogger,
     MLflowRunInCheckpoint,
     default_tracking_uri,
     flatten_config,
     mlflow_dir,
 )
+from impala_lit.datamodule import ImpalaDataModule
+from impala_lit.learning.learner import ImpalaModule, NonFiniteError
 
 # model settings that define the weights' shapes: adopted from a checkpoint unless given
 SHAPE_SETTINGS = ("network", "core", "core_size")
@@ -424,7 +424,7 @@ class ImpalaCLI(LightningCLI):
         parser.set_defaults(
             {
                 "trainer.logger": {
-                    "class_path": "impala_lit.tracking.ImpalaMLFlowLogger",
+                    "class_path": "impala_lit.app.tracking.ImpalaMLFlowLogger",
                     "init_args": {
                         "experiment_name": self.experiment,
                         "tracking_uri": default_tracking_uri(),

@@ -27,9 +27,9 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from impala_lit.envs import EnvSpec, is_atari
-from impala_lit.procgen import is_procgen, unseen_levels
-from impala_lit.recurrent import carry_state, env_transforms, reset_state
+from impala_lit.agent.recurrent import carry_state, env_transforms, reset_state
+from impala_lit.envs import EnvSpec
+from impala_lit.learning.source import RolloutSource
 
 VIDEO_MAX_PIXELS = 120_000  # frames larger than this (CartPole's 400x600) are downscaled
 
@@ -89,15 +89,14 @@ def play_games(
     played to the end alone it cost 10-20 s per evaluation late in Pong, the learner paused
     meanwhile (BENCHMARKS.md).
     """
-    spec = dataclasses.replace(env, episodic_life=False)  # the unit of evaluation is a game
     policy = copy.deepcopy(policy).cpu().float().eval()
     mode = ExplorationType.DETERMINISTIC if greedy else ExplorationType.RANDOM
     frames: list[np.ndarray] = []
-    fps = 60.0 / spec.frame_skip if is_atari(spec.env_id) else 30.0
+    fps = env.video_fps or 30.0
     with torch.no_grad(), set_exploration_type(mode):
         if record:
-            frames, fps = _record_game(spec, policy, seed, max_video_frames)
-        returns, lengths = _play_batched(spec, policy, episodes, seed)
+            frames, fps = _record_game(env, policy, seed, max_video_frames)
+        returns, lengths = _play_batched(env, policy, episodes, seed)
     return GameResults(returns, lengths, frames, fps)
 
 
@@ -107,7 +106,7 @@ def _record_game(
     """Up to ``max_video_frames`` frames of one game in a gymnasium env that renders RGB; and their frame rate."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (CartPole's renderer) needs no screen
     game = spec.make_gym(render_mode="rgb_array")
-    fps = 60.0 / spec.frame_skip if is_atari(spec.env_id) else float(game.metadata.get("render_fps", 30))
+    fps = spec.video_fps or float(game.metadata.get("render_fps", 30))
     frames: list[np.ndarray] = []
     state = reset_state(policy, 1)  # a recurrent policy carries its state through the game
     try:
@@ -189,24 +188,27 @@ class EvaluationCallback(Callback):
         self.seed = seed
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        """Play the games, upload the GIF; returns the ``eval/*`` metrics."""
-        env = trainer.datamodule.env
-        procgen = is_procgen(env.env_id)
-        results = play_games(
-            unseen_levels(env) if procgen else env,
-            pl_module.actor,
-            self.episodes,
-            greedy=self.greedy,
-            seed=self.seed,
-            record=self.video,
-            max_video_frames=self.max_video_frames,
-        )
-        if self.video and results.frames:
-            self._upload_gif(trainer, results.gif())
-        metrics = results.metrics("eval")
-        if procgen:  # the same policy on the levels it trained on (seeds pick among them)
-            seen = play_games(env, pl_module.actor, self.episodes, greedy=self.greedy, seed=self.seed)
-            metrics |= seen.metrics("eval_train")
+        """Play the games in each of the environment's evaluation sets, upload the GIF of the first;
+        returns the ``eval/*`` metrics (and ``eval_train/*`` for Procgen's training levels)."""
+        source = trainer.datamodule
+        if not isinstance(source, RolloutSource):
+            raise TypeError("eval: the data module is not a RolloutSource, so there are no games to play")
+        metrics: dict[str, float] = {}
+        for index, (prefix, env) in enumerate(source.env_spec.evaluation_sets().items()):
+            record = self.video and index == 0
+            results = play_games(
+                env,
+                pl_module.actor,
+                self.episodes,
+                greedy=self.greedy,
+                seed=self.seed,
+                record=record,
+                max_video_frames=self.max_video_frames,
+            )
+            if record and results.frames:
+                self._upload_gif(trainer, results.gif())
+            metrics |= results.metrics(prefix)
+        if "eval_train/return_mean" in metrics:
             metrics["eval/generalization_gap"] = metrics["eval_train/return_mean"] - metrics["eval/return_mean"]
         return metrics
 

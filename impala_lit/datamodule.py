@@ -1,19 +1,21 @@
-"""``ImpalaDataModule``: the environment settings and the actor stream, for ``Trainer.fit``."""
+"""``ImpalaDataModule``: environments -> actors (-> replay) -> batches, and the learner's ``RolloutSource``."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 
 import lightning.pytorch as pl
 import torch
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
 
-from impala_lit.actors import ACTOR_BACKENDS, RolloutStream
-from impala_lit.envs import EnvSpec, check_env_id, is_atari
-from impala_lit.networks import check_inference_precision
-from impala_lit.procgen import check_levels, is_procgen
-from impala_lit.replay import ReplayMixedStream, RolloutReplay
+from impala_lit.actors import ACTOR_BACKENDS, ActorSettings, RolloutStream
+from impala_lit.agent.networks import check_inference_precision
+from impala_lit.envs import EnvSpec, check_env_id, make_env_spec
+from impala_lit.envs.atari import is_atari
+from impala_lit.envs.procgen import check_levels, is_procgen
+from impala_lit.learning.replay import ReplayMixedStream, RolloutReplay
 
 BACKENDS = ("gymnasium", "ale_vector")
 
@@ -38,11 +40,11 @@ def check_actor_device(actor_device: str, actors: str) -> None:
 
 
 class ImpalaDataModule(pl.LightningDataModule):
-    """The environment settings, and the actors that stream training batches.
+    """The environment settings, and the actors that stream training batches: the learner's ``RolloutSource``.
 
     Args:
         env_id: gymnasium id; ALE games get the paper's Atari protocol; ``procgen/<game>`` is a
-            Procgen game (``impala_lit.procgen``; 64x64 RGB, no skip or stack).
+            Procgen game (``impala_lit.envs.procgen``; 64x64 RGB, no skip or stack).
         num_workers: actor processes, in all: with N learners (DDP) each feeds from its share.
         envs_per_worker: environments each actor steps as one batch.
         unroll_length: steps per rollout (T).
@@ -55,7 +57,7 @@ class ImpalaDataModule(pl.LightningDataModule):
         sticky_actions: Atari only: repeat-action probability (the paper: 0).
         backend: ``gymnasium`` (gymnasium's ``AtariPreprocessing`` in TorchRL's ``SerialEnv``;
             any env id) or ``ale_vector`` (ale-py's C++ ``AtariVectorEnv``, same protocol, faster;
-            Atari only, no ``episodic_life``). Procgen games always run in Procgen's own batched env.
+            Atari only). Procgen games always run in Procgen's own batched env.
         distribution_mode: Procgen only: ``easy`` or ``hard`` levels.
         num_levels: Procgen only: train on this many levels (0: the whole distribution); the
             evaluation games play unseen levels.
@@ -78,7 +80,7 @@ class ImpalaDataModule(pl.LightningDataModule):
             cores idle (Procgen on 2 cores: two actors use a third of one).
         replay_ratio: share of each learner batch replayed from a buffer of recent rollouts, in
             [0, 1): 0.5 appends ``batch_size`` older rollouts to the ``batch_size`` fresh ones
-            (``impala_lit.replay``; the buffer is not checkpointed, a resumed run starts it empty).
+            (``impala_lit.learning.replay``; the buffer is not checkpointed, a resumed run starts it empty).
         replay_capacity: rollouts the replay buffer holds (the oldest go first).
         replay_prioritized: draw replayed rollouts by their V-trace error instead of uniformly.
         replay_alpha: priority exponent (prioritized replay).
@@ -135,8 +137,6 @@ class ImpalaDataModule(pl.LightningDataModule):
             raise ValueError(f"data.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
         if backend == "ale_vector" and not is_atari(env_id):
             raise ValueError(f"data.backend: 'ale_vector' runs Atari games only, not {env_id!r} (use gymnasium)")
-        if backend == "ale_vector" and episodic_life:
-            raise ValueError("data.backend: 'ale_vector' does not support data.episodic_life=true (use gymnasium)")
         if is_procgen(env_id):
             check_levels(distribution_mode, num_levels, start_level)
         if actors not in ACTOR_BACKENDS:
@@ -166,8 +166,8 @@ class ImpalaDataModule(pl.LightningDataModule):
         if not 0.0 <= replay_beta <= 1.0:
             raise ValueError(f"data.replay_beta: must be in [0, 1], got {replay_beta}")
         self.save_hyperparameters()
-        self.env = EnvSpec(
-            env_id=env_id,
+        self.env = make_env_spec(
+            env_id,
             frame_skip=frame_skip,
             noop_max=noop_max,
             frame_stack=frame_stack,
@@ -179,54 +179,76 @@ class ImpalaDataModule(pl.LightningDataModule):
             num_levels=num_levels,
             start_level=start_level,
         )
-        probe = self.env.make()
-        self.observation_shape: tuple[int, ...] = tuple(probe.observation_spec["observation"].shape)
+        self.actor_settings = ActorSettings(
+            num_workers=num_workers,
+            envs_per_worker=envs_per_worker,
+            unroll_length=unroll_length,
+            batch_size=batch_size,
+            seed=seed,
+            max_restarts=max_actor_restarts,
+            actors=actors,
+            ray_address=ray_address,
+            actor_device=actor_device,
+            actor_precision=actor_precision,
+            learner_threads=learner_threads,
+        )
+        probe = self.env.make_batched(1)
+        self.observation_shape: tuple[int, ...] = tuple(probe.observation_spec["observation"].shape[1:])
         self.num_actions: int = int(probe.action_spec.space.n)
-        probe.close()
+        probe.close(raise_if_closed=False)  # a SerialEnv that never stepped counts as closed
         self.stream: RolloutStream | None = None
-        self.replay: RolloutReplay | None = None
+        # the buffer lives in the learner process and is not checkpointed: a resumed run starts it empty
+        self.replay = (
+            RolloutReplay(replay_ratio, replay_capacity, replay_prioritized, replay_alpha, replay_beta)
+            if replay_ratio
+            else None
+        )
+
+    # -- RolloutSource -------------------------------------------------------------------------
+    @property
+    def env_spec(self) -> EnvSpec:
+        return self.env
+
+    @property
+    def frames_per_step(self) -> int:
+        return self.env.frames_per_step
 
     @property
     def frames_per_batch(self) -> int:
         """Emulator frames in one learner batch (agent steps x frame skip)."""
-        hp = self.hparams
-        return hp.batch_size * hp.unroll_length * self.env.frames_per_step
+        return self.actor_settings.batch_size * self.actor_settings.unroll_length * self.env.frames_per_step
 
-    def train_dataloader(self) -> RolloutStream | ReplayMixedStream:
-        # Called after checkpoint restore: the actors start from the restored weights.
-        module = self.trainer.lightning_module
-        hp = self.hparams
-        # DDP: learner ``rank`` of ``world`` runs its share of the actors, with its own seeds
-        world, rank = self.trainer.world_size, self.trainer.global_rank
-        if hp.num_workers < world:
-            raise ValueError(f"data.num_workers: {hp.num_workers} actors cannot feed {world} learners")
-        self.stream = RolloutStream(
-            self.env,
-            module.actor,
-            num_workers=hp.num_workers // world + (rank < hp.num_workers % world),
-            envs_per_worker=hp.envs_per_worker,
-            unroll_length=hp.unroll_length,
-            batch_size=hp.batch_size,
-            policy_version=module.policy_version,
-            seed=hp.seed + module.policy_version + 1_000_003 * rank,
-            max_restarts=hp.max_actor_restarts,
-            actors=hp.actors,
-            ray_address=hp.ray_address,
-            actor_device=hp.actor_device,
-            actor_precision=hp.actor_precision,
-            learner_threads=hp.learner_threads,
-        )
-        if not hp.replay_ratio:
-            return self.stream
-        self.replay = RolloutReplay(
-            hp.replay_ratio, hp.replay_capacity, hp.replay_prioritized, hp.replay_alpha, hp.replay_beta
-        )
-        return ReplayMixedStream(self.stream, self.replay)
+    @property
+    def actor_restarts(self) -> int:
+        return self.stream.restarts if self.stream is not None else 0
 
-    def update_actor_weights(self, weights: TensorDict) -> None:
+    def update_weights(self, weights: TensorDict) -> None:
         """Send the learner's policy weights to the actors."""
         if self.stream is not None:
             self.stream.update_weights(weights)
+
+    def fresh(self, batch: TensorDictBase) -> torch.Tensor:
+        return RolloutReplay.fresh(batch)
+
+    def feedback(self, batch: TensorDictBase, policy_version: int) -> dict[str, float | torch.Tensor]:
+        return self.replay.feedback(batch, policy_version) if self.replay is not None else {}
+
+    # -- Lightning -----------------------------------------------------------------------------
+    def train_dataloader(self) -> RolloutStream | ReplayMixedStream:
+        # Called after checkpoint restore: the actors start from the restored weights.
+        module = self.trainer.lightning_module
+        actors = self.actor_settings
+        # DDP: learner ``rank`` of ``world`` runs its share of the actors, with its own seeds
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        if actors.num_workers < world:
+            raise ValueError(f"data.num_workers: {actors.num_workers} actors cannot feed {world} learners")
+        share = dataclasses.replace(
+            actors,
+            num_workers=actors.num_workers // world + (rank < actors.num_workers % world),
+            seed=actors.seed + module.policy_version + 1_000_003 * rank,
+        )
+        self.stream = RolloutStream(self.env, module.actor, share, policy_version=module.policy_version)
+        return self.stream if self.replay is None else ReplayMixedStream(self.stream, self.replay)
 
     # ``validate``/``test`` run one empty step; ``EvaluationCallback`` plays the games at epoch end.
     def val_dataloader(self) -> list[int]:

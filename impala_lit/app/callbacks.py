@@ -72,7 +72,7 @@ class ImpalaCheckpoint(ModelCheckpoint):
 class StopAtReturn(Callback):
     """Stops training once ``monitor`` (the mean raw score of the last 100 games) reaches ``threshold``.
 
-    ``--trainer.callbacks+=impala_lit.callbacks.StopAtReturn --trainer.callbacks.threshold=450``.
+    ``--trainer.callbacks+=impala_lit.StopAtReturn --trainer.callbacks.threshold=450``.
     Lightning's ``EarlyStopping`` checks at the end of an epoch or of validation; a stream of
     rollouts has neither, so this checks after every batch. Under DDP the figure is global, so
     every learner stops at the same step. For the 100-game mean (the default ``monitor``), only a

@@ -5,7 +5,7 @@ Data flow of one step: rollouts ``[B, T]`` from the actors -> ``compute_advantag
 step (RMSProp, gradient-norm clip) -> ``optimizer_step`` sends the weights back to the actors.
 
 To try another objective, subclass and override ``loss`` (and, if needed,
-``compute_advantages``); see ``impala_lit.losses``.
+``compute_advantages``); see ``impala_lit.learning.appo``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from lightning.pytorch.utilities import grad_norm
 from tensordict import TensorDict, TensorDictBase
 from torchrl.modules import set_recurrent_mode
 
-from impala_lit.networks import make_actor_critic
-from impala_lit.recurrent import learner_inputs, set_core_norm, state_keys
-from impala_lit.vtrace import TakenActionVTrace
+from impala_lit.agent.networks import make_actor_critic
+from impala_lit.agent.recurrent import learner_inputs, set_core_norm, state_keys
+from impala_lit.learning.source import NoSource, RolloutSource
+from impala_lit.learning.vtrace import TakenActionVTrace
 
 
 class NonFiniteError(RuntimeError):
@@ -42,13 +43,12 @@ class ImpalaModule(pl.LightningModule):
         num_actions: size of the discrete action space (set from the data module by the CLI).
         network: ``shallow`` (Nature CNN, 512 hidden), ``deep`` (15-layer ResNet, 256 hidden) or ``mlp``.
         core: ``none`` (feed-forward), ``lstm`` or ``gru``: a recurrent core between the torso and
-            the heads (``impala_lit.recurrent``); the actors carry its state, the learner replays
+            the heads (``impala_lit.agent.recurrent``); the actors carry its state, the learner replays
             each unroll from the state stored at its first step.
         core_size: units of the recurrent core.
-        core_norm: layer-normalize the torso's features before the core (no learned weights);
-            without it the features grew and saturated the LSTM's gates on Pong. On its own it
-            did not save the torso there; with ``rms_init`` 1 it did (BENCHMARKS.md, T3/T4).
-            Checkpoints saved before this setting existed load with it off.
+        core_norm: layer-normalize the torso's features before the core (no learned weights):
+            without it the features grew and saturated the LSTM's gates on Pong. Checkpoints
+            saved before this setting existed load with it off.
         discount: gamma.
         rho_thresh: V-trace rho-bar, clips the importance ratio of the TD error and policy gradient.
         c_thresh: V-trace c-bar, clips the trace coefficients.
@@ -61,10 +61,9 @@ class ImpalaModule(pl.LightningModule):
         optimizer: ``rmsprop`` (the paper's; ``rms_alpha``, ``rms_eps``) or ``adam`` (RLlib's and
             moolib's; ``adam_eps``).
         rms_alpha: RMSProp decay.
-        rms_eps: RMSProp epsilon, added to ``sqrt(mean square)`` (PyTorch's). It dominates: Pong's
-            per-weight gradient RMS is ~0.002, so steps are ~``lr x g / eps``. TensorFlow's
-            RMSProp, which the paper's reference code ran with 0.1, adds it inside the square
-            root, which is ~0.3 here (BENCHMARKS.md).
+        rms_eps: RMSProp epsilon, added to ``sqrt(mean square)`` (PyTorch's); where gradients are
+            small (Pong's) it sets the step size. TensorFlow's RMSProp (the paper's code, 0.1)
+            adds it inside the square root.
         rms_init: RMSProp's running mean of squared gradients at the start: 0 (PyTorch's), or 1
             (TensorFlow's, which the paper's reference code ran): its first updates then take
             steps of about ``lr x gradient``, growing to full size as the mean decays over a few
@@ -141,6 +140,12 @@ class ImpalaModule(pl.LightningModule):
         self._nonfinite_in_row = 0
         self._recent_games: deque[tuple[float, float]] = deque(maxlen=100)
         self._fps_window: deque[tuple[float, int]] = deque(maxlen=20)
+        self.source: RolloutSource | NoSource = NoSource()  # set in ``setup`` from the trainer's data module
+
+    def setup(self, stage: str) -> None:
+        """Take the data module as the ``RolloutSource`` when it is one (batches fed by hand need none)."""
+        datamodule = self.trainer.datamodule
+        self.source = datamodule if isinstance(datamodule, RolloutSource) else NoSource()
 
     # -- networks -----------------------------------------------------------------------------
     @property
@@ -157,7 +162,7 @@ class ImpalaModule(pl.LightningModule):
         """One torso (and core) pass, both heads: writes ``hidden``, ``logits`` and ``state_value``.
 
         With a recurrent core, call it under ``set_recurrent_mode(True)`` on ``[B, T]`` inputs
-        from ``impala_lit.recurrent.learner_inputs``.
+        from ``impala_lit.agent.recurrent.learner_inputs``.
         """
         td = self.actor_critic.module[0](observation)
         self.actor_critic.get_policy_head().get_dist_params(td)
@@ -253,12 +258,10 @@ class ImpalaModule(pl.LightningModule):
     def _train_on(self, batch: TensorDictBase, new_steps: int | None = None) -> torch.Tensor | None:
         """V-trace, loss and logging on ``batch``; the loss to optimise, or ``None`` to skip the update."""
         batch = self.compute_advantages(batch)
-        replay = getattr(self.trainer.datamodule, "replay", None) if self._trainer is not None else None
-        if replay is not None:
-            replay.update_priorities(batch)
+        source_metrics = self.source.feedback(batch, self.policy_version)
         terms = self.loss(batch)
         # DDP: the global loss, so that all learners skip together (else the gradient all-reduce waits forever)
-        if not torch.isfinite(self._log_training(batch, terms, new_steps)):
+        if not torch.isfinite(self._log_training(batch, terms, new_steps, source_metrics)):
             self._skip_update("loss")
             return None  # Lightning skips backward and the optimizer step
         return terms["loss"]
@@ -301,9 +304,7 @@ class ImpalaModule(pl.LightningModule):
         weights = TensorDict.from_module(self.actor).data
         if self.device.type != "cpu":
             weights = weights.to("cpu")
-        datamodule = self.trainer.datamodule
-        if datamodule is not None and hasattr(datamodule, "update_actor_weights"):
-            datamodule.update_actor_weights(weights)
+        self.source.update_weights(weights)
         max_frames = self.hparams.max_frames
         if max_frames is not None and self.frames >= max_frames:
             self.trainer.should_stop = True
@@ -312,26 +313,25 @@ class ImpalaModule(pl.LightningModule):
         """Learner processes (DDP ranks); each consumes a batch per step."""
         return self.trainer.world_size if self._trainer is not None else 1
 
-    def _frames_per_step(self) -> int:
-        datamodule = self.trainer.datamodule
-        return datamodule.env.frames_per_step if datamodule is not None and hasattr(datamodule, "env") else 1
-
-    @staticmethod
-    def fresh_steps(batch: TensorDictBase) -> int:
-        """Agent steps of ``batch`` that come from the actors, not from the replay buffer."""
-        replayed = batch.get("replayed", None)
-        return batch.numel() - (int(replayed.sum()) if replayed is not None else 0)
+    def new_steps(self, batch: TensorDictBase) -> int:
+        """Agent steps of ``batch`` the learner has not seen before (the source's fresh rollouts)."""
+        return int(self.source.fresh(batch).sum()) * batch.shape[1]
 
     def _log_training(
-        self, batch: TensorDictBase, terms: dict[str, torch.Tensor], new_steps: int | None = None
+        self,
+        batch: TensorDictBase,
+        terms: dict[str, torch.Tensor],
+        new_steps: int | None = None,
+        source_metrics: dict[str, float | torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Log the step's metrics; ``new_steps`` agent steps (default: the batch's fresh ones) were not seen before.
 
         Returns the loss averaged over all learners (non-finite if any learner's is).
         """
         world = self._world_size()
+        steps = self.new_steps(batch) if new_steps is None else new_steps
         # global: every learner consumes a batch of the same size per step
-        self.frames += (self.fresh_steps(batch) if new_steps is None else new_steps) * self._frames_per_step() * world
+        self.frames += steps * self.source.frames_per_step * world
         now = time.perf_counter()
         self._fps_window.append((now, self.frames))
         metrics = {f"loss/{k}" if k != "loss" else "loss/total": v.detach() for k, v in terms.items()}
@@ -351,17 +351,10 @@ class ImpalaModule(pl.LightningModule):
             log_probs = torch.log_softmax(batch["logits"].float(), -1)
             metrics["policy/entropy"] = -(log_probs.exp() * log_probs).sum(-1).mean()
             metrics["vtrace/advantage_std"] = batch["advantage"].float().std()
-            behaviour_version = batch["policy_version"].float()
-            replayed = batch.get("replayed", None)
-            if replayed is not None:
-                # 0 until the buffer has rollouts (the first step): DDP reduces the same keys on every rank
-                lag = self.policy_version - behaviour_version[replayed].mean() if replayed.any() else 0.0
-                metrics["replay/share"] = replayed.float().mean()
-                metrics["replay/policy_lag"] = lag
-                behaviour_version = behaviour_version[~replayed]
+            behaviour_version = batch["policy_version"][self.source.fresh(batch)].float()
         metrics["policy_lag"] = self.policy_version - behaviour_version.mean()  # of the actors' fresh rollouts
+        metrics |= source_metrics or {}
         metrics["frames"] = float(self.frames)
-        stream = getattr(self.trainer.datamodule, "stream", None) if self._trainer is not None else None
         metrics["lr"] = self.optimizers().param_groups[0]["lr"] if self._trainer is not None else 0.0
         over = batch.get(("next", "game_over"))
         if over.any():
@@ -369,7 +362,7 @@ class ImpalaModule(pl.LightningModule):
             lengths = batch.get(("next", "game_length"))[over].reshape(-1).tolist()
             self._recent_games.extend(zip(returns, lengths, strict=False))
         returns, lengths = zip(*self._recent_games, strict=False) if self._recent_games else ((), ())
-        totals = [sum(returns), sum(lengths), len(returns), stream.restarts if stream is not None else 0]
+        totals = [sum(returns), sum(lengths), len(returns), self.source.actor_restarts]
         if world > 1:
             # DDP: two all-reduces make every figure global, identical on all ranks
             keys = list(metrics)
@@ -377,7 +370,7 @@ class ImpalaModule(pl.LightningModule):
             metrics = dict(zip(keys, self.trainer.strategy.reduce(means, reduce_op="mean"), strict=True))
             totals = torch.tensor(totals, dtype=torch.float64, device=self.device)
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum").tolist()
-        if stream is not None:
+        if not isinstance(self.source, NoSource):
             metrics["faults/actor_restarts"] = float(totals[3])
         self.log_dict(metrics)
         if len(self._fps_window) > 1:
@@ -408,8 +401,7 @@ class ImpalaModule(pl.LightningModule):
     def _decay_steps(self) -> int | None:
         horizon = self.hparams.lr_decay_frames or self.hparams.max_frames
         if horizon is not None:
-            datamodule = self.trainer.datamodule
-            frames_per_batch = getattr(datamodule, "frames_per_batch", None)
+            frames_per_batch = self.source.frames_per_batch
             if frames_per_batch:
                 return math.ceil(horizon / (frames_per_batch * self._world_size()))
         max_steps = self.trainer.max_steps if self._trainer is not None else -1
@@ -446,7 +438,7 @@ class ImpalaModule(pl.LightningModule):
             name, keys, *rest = rng["numpy"]
             np.random.set_state((name, keys.numpy(), *rest))
 
-    # -- evaluation: games are played by ``impala_lit.evaluation.EvaluationCallback`` -------------
+    # -- evaluation: games are played by ``impala_lit.app.evaluation.EvaluationCallback`` -------------
     def validation_step(self, batch: int, batch_idx: int) -> None:
         pass
 

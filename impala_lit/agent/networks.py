@@ -1,6 +1,6 @@
 """The IMPALA paper's networks, wrapped as one TorchRL ``ActorValueOperator``.
 
-One shared torso (optionally followed by a recurrent core, ``impala_lit.recurrent``) feeds a
+One shared torso (optionally followed by a recurrent core, ``impala_lit.agent.recurrent``) feeds a
 policy head (categorical logits, ``ProbabilisticActor`` with ``return_log_prob=True``) and a
 value head (``ValueOperator``).
 Pixels arrive as ``uint8`` and are scaled to [0, 1] inside the torso.
@@ -15,7 +15,7 @@ from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.modules import ActorValueOperator, ProbabilisticActor, ValueOperator
 
-from impala_lit.recurrent import check_core, make_core
+from impala_lit.agent.recurrent import check_core, make_core
 
 NETWORKS = ("shallow", "deep", "mlp")
 TORSO_GAIN = math.sqrt(2)
@@ -110,12 +110,9 @@ class MLP(nn.Module):
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """NHWC images, for which oneDNN's CPU convolutions are twice as fast on the ResNet: 640 frames
-    of 3x64x64 under bf16 autocast on one thread of a 2-core AMD EPYC, forward + backward 1,351 ms
-    NCHW vs 682 ms NHWC; an actor's step on 32 frames 32.4 vs 8.8 ms (session 21). Procgen's
-    rollouts already arrive NHWC (TorchRL's ``ProcgenEnv`` permutes HWC frames), so this is a
-    no-op there and a cheap guard for NCHW inputs (the bootstrap pass; the deep net on other
-    frames: not measured end to end). The shallow net gained ~5% and is left as it is."""
+    """NHWC images: oneDNN's CPU convolutions ran the ResNet twice as fast (BENCHMARKS.md, "Procgen").
+
+    Procgen's rollouts already arrive NHWC, so this is a no-op there and a guard for NCHW inputs."""
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -192,9 +189,7 @@ def make_actor_critic(
 
     Initialised as in OpenAI baselines / CleanRL: orthogonal with gain sqrt(2) in the torsos,
     0.01 for the policy head (a near-uniform first policy), 1 for the value head; zero biases.
-    PyTorch's default init leaves a Pong torso blind: its hidden units vary across game states by
-    0.0006 (vs 0.019 with this init) under biases of +-1/sqrt(fan_in), the policy cannot tell
-    states apart, and an 8M-frame run (BENCHMARKS.md, P5) ended with a state-independent policy.
+    PyTorch's default init left a Pong torso blind to the game state (BENCHMARKS.md, "Pong").
     """
     check_core(core, core_size)
     torso = make_torso(network, tuple(obs_shape))

@@ -24,8 +24,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from tqdm import tqdm
 
-from impala_lit.callbacks import StopAtReturn, StopOnSignal
-from impala_lit.console import LOG_FILE_ENV
+from impala_lit.app.callbacks import StopAtReturn, StopOnSignal
+from impala_lit.app.console import LOG_FILE_ENV
 
 
 def _count(value: float) -> str:

@@ -121,12 +121,24 @@ class RolloutReplay:
             old.set("sample_weight", old.get("priority_weight"))
         return torch.cat([batch, old.select(*batch.keys(True, True))], 0)
 
-    def update_priorities(self, batch: TensorDictBase) -> None:
-        """Set the priority of every rollout of ``batch`` (fresh and replayed) from its V-trace errors."""
-        if not self.prioritized or "index" not in batch.keys():
-            return
-        error = (batch["value_target"] - batch["state_value"]).detach().abs().reshape(batch.shape)
-        self.buffer.update_priority(batch["index"][:, 0], error.float().mean(-1).cpu())
+    @staticmethod
+    def fresh(batch: TensorDictBase) -> torch.Tensor:
+        """``[B]``: the rollouts of a mixed ``batch`` that came from the actors, not from the buffer."""
+        replayed = batch.get("replayed", None)
+        if replayed is None:
+            return torch.ones(batch.shape[0], dtype=torch.bool, device=batch.device)
+        return ~replayed[:, 0]
+
+    def feedback(self, batch: TensorDictBase, policy_version: int) -> dict[str, float | torch.Tensor]:
+        """After V-trace: each rollout's priority from its errors (prioritized); the replay metrics."""
+        if self.prioritized and "index" in batch.keys():
+            error = (batch["value_target"] - batch["state_value"]).detach().abs().reshape(batch.shape)
+            self.buffer.update_priority(batch["index"][:, 0], error.float().mean(-1).cpu())
+        replayed = batch.get("replayed")
+        behaviour = batch.get("policy_version").float()
+        # 0 until the buffer has rollouts (the first step): DDP reduces the same keys on every rank
+        lag = policy_version - behaviour[replayed].mean() if replayed.any() else 0.0
+        return {"replay/share": replayed.float().mean(), "replay/policy_lag": lag}
 
 
 class ReplayMixedStream:

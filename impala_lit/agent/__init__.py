@@ -1,0 +1,1 @@
+"""The agent: networks (torsos and heads as one TorchRL ``ActorValueOperator``) and recurrent cores."""

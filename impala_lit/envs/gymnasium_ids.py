@@ -1,0 +1,56 @@
+"""Any environment registered with gymnasium (CartPole-v1, this package's ``impala_lit/...`` tasks),
+stepped as it is, with discrete actions."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+from torchrl.envs import EnvBase, GymWrapper, SerialEnv, TransformedEnv
+
+from impala_lit.envs import pomdp
+from impala_lit.envs.base import EnvSpec, add_game_score
+
+
+def register_envs() -> None:
+    """Make ALE's games and this package's own tasks known to ``gym.make`` (idempotent)."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    pomdp.register()
+
+
+def check_registered(env_id: str) -> None:
+    """One-line ``ValueError`` naming close matches when ``env_id`` is not a gymnasium id."""
+    register_envs()
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"data.env_id: unknown environment {env_id!r}{hint}")
+
+
+def serial_env(make_one: Callable[[], EnvBase], num_envs: int) -> TransformedEnv:
+    """``num_envs`` TorchRL envs from ``make_one`` stepped in this process, batch size ``[num_envs]``."""
+    return TransformedEnv(SerialEnv(num_envs, make_one))
+
+
+def torchrl_env(make_gym: Callable[[], gym.Env]) -> EnvBase:
+    """The gymnasium env from ``make_gym`` as a TorchRL env, discrete actions as indices."""
+    return GymWrapper(make_gym(), categorical_action_encoding=True)
+
+
+@dataclass(frozen=True)
+class GymSpec(EnvSpec):
+    """A gymnasium id made with ``gym.make``."""
+
+    def make_gym(self, render_mode: str | None = None) -> gym.Env:
+        check_registered(self.env_id)
+        return gym.make(self.env_id, render_mode=render_mode)
+
+    def make_batched(self, num_envs: int) -> TransformedEnv:
+        make_one = functools.partial(torchrl_env, self.make_gym)
+        return add_game_score(serial_env(make_one, num_envs), self.clip_rewards)
