@@ -97,6 +97,7 @@ def test_fastest_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch) -
     assert fastest_precision() == "32-true"  # the H100 ran the Nature CNN faster in fp32
 
 
+@pytest.mark.slow
 def test_print_config_round_trips(tmp_path) -> None:
     run = run_recipe("cartpole", ["fit", "--print_config"], tmp_path)
     assert run.returncode == 0, run.stderr
@@ -160,6 +161,7 @@ def test_bad_settings_fail_in_one_line(
     assert not (run.checkpoints / "last.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_resumes_from_a_relative_checkpoint_folder(tmp_path) -> None:
     first = run_recipe("cartpole", ["fit", "--trainer.max_steps=3", "--checkpoint.dirpath=rel"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -178,8 +180,9 @@ def test_ckpt_path_last_resumes_from_a_relative_checkpoint_folder(tmp_path) -> N
     assert len(warnings) == 1 and warnings[0].endswith("data.unroll_length 10 (checkpoint: 20)"), again.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_run_of_the_earlier_pong_default_resumes_and_plays_without_flags(tmp_path, no_stray_workers) -> None:
-    """Pong's default became the single-frame LSTM with APPO's clip (session 20). A run trained on the
+    """Pong's default became the single-frame LSTM with APPO's clip. A run trained on the
     earlier default (4 frames, no core, IMPALA's loss: ``pong_feedforward.yaml``) resumes into its MLflow
     run and plays ``test`` games with no flags: the checkpoint's learner, core and frame stack are adopted."""
     small = ["--data.num_workers=2", "--data.envs_per_worker=4", "--data.batch_size=8", "--eval.every_n_steps=0",

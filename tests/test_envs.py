@@ -141,7 +141,7 @@ def test_ale_vector_games_end_with_game_over_and_the_raw_score() -> None:
 
 def test_ale_vector_actors_start_on_the_seeds_torchrl_hands_out(no_stray_workers) -> None:
     """TorchRL seeds collector worker k with a hash up to 2**32; ale-py takes C++ ints only, so
-    every ale_vector actor past the second died at start (seen with 14 actors on the GPU machine)."""
+    every ale_vector actor past the second died at start (seen with 14 actors)."""
     from impala_lit import ImpalaModule
     from impala_lit.actors import ActorSettings, RolloutStream
 

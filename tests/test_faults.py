@@ -12,6 +12,8 @@ import torch
 
 from .conftest import run_recipe, start_recipe, wait_for
 
+pytestmark = pytest.mark.slow  # real processes killed, signalled and restarted
+
 
 def _first_run(tmp_path):
     db = tmp_path / "mlflow.db"
@@ -145,7 +147,7 @@ def test_weights_sent_while_an_actor_is_dead_do_not_block_the_learner(no_stray_w
 def test_actors_that_fail_while_starting_raise_instead_of_hanging(env_class, error, restarts, no_stray_workers) -> None:
     """An environment that raises as the collector builds it fails at once with its own error; one
     whose actor dies while being seeded is restarted, then given up on. Both used to hang the learner
-    (found on the GPU machine, where the 3rd of 14 ale_vector actors died on a seed over 2**31)."""
+    (the 3rd of 14 ale_vector actors died on a seed over 2**31)."""
     import threading
 
     from impala_lit import ImpalaModule

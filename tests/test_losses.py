@@ -26,23 +26,41 @@ class ClippedAdvantageImpala(ImpalaModule):
         return terms
 
 
-def test_a_subclass_that_overrides_only_loss_trains_through_the_cli(tmp_path) -> None:
-    run = run_recipe(
-        "cartpole",
-        [
-            "fit",
-            "--model=tests.test_losses.ClippedAdvantageImpala",
-            "--trainer.max_steps=6",
-            "--trainer.log_every_n_steps=2",
-        ],  # fmt: skip
-        tmp_path,
-    )
+@pytest.mark.slow
+def test_a_loss_subclass_trains_through_the_cli_with_adam_a_decayed_rate_and_prioritized_replay(
+    tmp_path, no_stray_workers
+) -> None:
+    """One fit for three settings that do not interact: a subclass overriding only ``loss()``, Adam with a
+    learning rate decayed over its own horizon, and prioritized replay (its share, lag and frame count)."""
+    steps, batch, unroll, horizon_steps = 12, 32, 20, 100
+    args = ["fit", "--model=tests.test_losses.ClippedAdvantageImpala", f"--trainer.max_steps={steps}",
+            "--trainer.log_every_n_steps=1", "--eval.every_n_steps=0",
+            "--model.optimizer=adam", "--model.adam_eps=1e-5", "--model.loss_reduction=mean", "--model.lr=0.001",
+            f"--model.lr_decay_frames={horizon_steps * batch * unroll}", "--model.max_frames=1000000",
+            "--data.replay_ratio=0.5", "--data.replay_prioritized=true", "--data.replay_capacity=128"]  # fmt: skip
+    run = run_recipe("cartpole", args, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    mlflow_run = run.only_run("cartpole")
-    history = run.client().get_metric_history(mlflow_run.info.run_id, "loss/advantage_std")
-    assert len(history) == 3 and all(math.isfinite(m.value) and m.value > 0 for m in history)
+    client, run_id = run.client(), run.only_run("cartpole").info.run_id
+
+    def curve(key: str) -> list[float]:
+        return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+    # the subclass's own term is logged, and its class is what the checkpoint names
+    advantage_std = curve("loss/advantage_std")
+    assert len(advantage_std) == steps and all(math.isfinite(v) and v > 0 for v in advantage_std)
     ckpt = torch.load(run.checkpoints / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["_class_path"] == "tests.test_losses.ClippedAdvantageImpala"
+    # Adam, and a linear decay over its horizon rather than over the budget
+    assert curve("lr") == pytest.approx([0.001 * (1 - k / horizon_steps) for k in range(steps)])
+    (state,) = ckpt["optimizer_states"]
+    assert state["param_groups"][0]["eps"] == 1e-5 and "exp_avg_sq" in next(iter(state["state"].values()))
+    # replay: half of every batch after the first, older than the fresh half, not counted as frames
+    assert curve("replay/share") == [0.0] + [0.5] * (steps - 1)
+    assert max(curve("replay/policy_lag")) > max(curve("policy_lag")) > 0
+    assert max(curve("frames")) == steps * batch * unroll
+    params = client.get_run(run_id).data.params
+    assert params["model.optimizer"] == "adam" and params["model.loss_reduction"] == "mean"
+    assert params["data.replay_ratio"] == "0.5" and params["data.replay_prioritized"] == "True"
 
 
 def test_appo_clips_the_ratio_of_learner_to_behaviour_policy() -> None:
@@ -66,6 +84,7 @@ def test_appo_rejects_a_bad_clip_range() -> None:
         APPOModule(observation_shape=(4,), num_actions=2, network="mlp", clip_range=1.5)
 
 
+@pytest.mark.slow
 def test_appo_makes_epochs_x_minibatches_updates_per_batch(tmp_path) -> None:
     args = ["fit", "--model=impala_lit.APPOModule", "--model.num_epochs=2", "--model.num_minibatches=4",
             "--trainer.max_steps=3", "--trainer.log_every_n_steps=1"]  # fmt: skip
@@ -107,23 +126,6 @@ def test_normalized_advantages_give_the_policy_gradient_one_scale_whatever_the_r
     assert raw_std[1] > 30 * raw_std[0]
     for grad in grads:  # the policy gradient's scale does not follow them
         assert grad.std().item() == pytest.approx(1.0, rel=1e-4)
-
-
-def test_adam_with_a_learning_rate_decayed_over_its_own_horizon(tmp_path) -> None:
-    steps, horizon_steps = 6, 100  # CartPole: 32 x 20 frames per step
-    args = ["fit", f"--trainer.max_steps={steps}", "--trainer.log_every_n_steps=1", "--eval.every_n_steps=0",
-            "--model.optimizer=adam", "--model.adam_eps=1e-5", "--model.loss_reduction=mean", "--model.lr=0.001",
-            f"--model.lr_decay_frames={horizon_steps * 32 * 20}", "--model.max_frames=1000000"]  # fmt: skip
-    run = run_recipe("cartpole", args, tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    client, run_id = run.client(), run.only_run("cartpole").info.run_id
-    lr = [m.value for m in sorted(client.get_metric_history(run_id, "lr"), key=lambda m: m.step)]
-    assert lr == pytest.approx([0.001 * (1 - k / horizon_steps) for k in range(steps)])
-    ckpt = torch.load(run.checkpoints / "last.ckpt", weights_only=True)
-    (state,) = ckpt["optimizer_states"]
-    assert state["param_groups"][0]["eps"] == 1e-5 and "exp_avg_sq" in next(iter(state["state"].values()))
-    params = client.get_run(run_id).data.params
-    assert params["model.optimizer"] == "adam" and params["model.loss_reduction"] == "mean"
 
 
 @pytest.mark.parametrize(("rms_init", "first_step"), [(0.0, 9.09), (1.0, 0.99)])

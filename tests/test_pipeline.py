@@ -159,6 +159,7 @@ def test_the_console_shows_frames_of_the_budget_eta_and_return_then_a_summary(ca
     assert "console.log" in [a.path for a in run.client().list_artifacts(mlflow_run.info.run_id)]
 
 
+@pytest.mark.slow
 def test_on_a_terminal_the_status_line_is_redrawn_in_place(tmp_path) -> None:
     """Through a pseudo-terminal (one that reports no size, as a bare pty does)."""
     args = ["fit", "--trainer.max_steps=20", "--eval.every_n_steps=0", "--progress.refresh_s=0"]
@@ -203,6 +204,7 @@ def test_test_subcommand_plays_evaluation_games(cartpole_run) -> None:
     assert len(videos) == 1 and videos[0].endswith(".gif")
 
 
+@pytest.mark.slow
 def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
     run = run_recipe(
         "pong",
@@ -255,6 +257,7 @@ def _fit_cartpole(workdir, *args: str) -> subprocess.Popen:
     return start_recipe("cartpole", ["fit", *args], workdir)
 
 
+@pytest.mark.slow
 def test_an_exception_in_the_learner_shuts_the_actors_down(tmp_path, no_stray_workers) -> None:
     proc = _fit_cartpole(tmp_path, "--model=tests.faulty.RaisesAtStep3")
     _, stderr = proc.communicate(timeout=300)

@@ -108,6 +108,7 @@ def test_the_deep_network_is_the_impala_cnn_on_64x64() -> None:
     assert out["logits"].shape == (2, 15) and out["state_value"].shape == (2, 1)
 
 
+@pytest.mark.slow
 def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_stray_workers) -> None:
     args = ["--data.num_workers=1", "--data.envs_per_worker=8", "--data.batch_size=8", "--data.unroll_length=10",
             "--eval.every_n_steps=2", "--eval.episodes=2", "--eval.max_video_frames=20",

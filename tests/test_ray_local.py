@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import psutil
+import pytest
 
 from impala_lit.testing import _status, local_ray_cluster
+
+pytestmark = pytest.mark.slow  # two real Ray clusters
 
 
 def test_a_test_cluster_stops_only_what_it_started() -> None:

@@ -160,6 +160,7 @@ def test_bad_core_settings_fail_in_one_line(settings, message) -> None:
         ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp", **settings)
 
 
+@pytest.mark.slow
 def test_pong_with_an_lstm_fits_resumes_and_plays_without_flags(tmp_path, no_stray_workers) -> None:
     """The paper's recurrent Atari setting end to end: ``ale_vector`` actors carry the state under bf16,
     a resume continues the same MLflow run, ``test`` adopts the checkpoint's core and frame stack."""
@@ -190,6 +191,7 @@ def test_pong_with_an_lstm_fits_resumes_and_plays_without_flags(tmp_path, no_str
     assert len(errors) == 1 and "model.core: is 'gru' but" in errors[0] and "trained with 'lstm'" in errors[0]
 
 
+@pytest.mark.slow
 def test_ray_actors_carry_the_state(tmp_path, no_stray_workers) -> None:
     """Ray actors (TorchRL's ``RayCollector``) with an LSTM core: the learner's replay agrees with them."""
     args = ["fit", "--data.actors=ray", "--data.num_workers=2", "--model.core=lstm", "--model.core_size=16",

@@ -9,7 +9,7 @@ from tensordict import TensorDict
 from impala_lit import ImpalaModule
 from impala_lit.learning.replay import RolloutReplay
 
-from .conftest import run_recipe, run_recipe_in_process
+from .conftest import run_recipe_in_process
 from .test_vtrace import off_policy_batch
 
 
@@ -75,24 +75,6 @@ def test_sample_weights_scale_each_steps_loss_terms() -> None:
     halved = module.loss(batch)
     for term in ("policy", "baseline", "entropy", "loss"):
         assert halved[term].item() == pytest.approx(0.5 * plain[term].item(), rel=1e-5)
-
-
-def test_replay_trains_cartpole_and_logs_its_share_and_lag(tmp_path, no_stray_workers) -> None:
-    steps, batch, unroll = 12, 32, 20
-    args = ["fit", f"--trainer.max_steps={steps}", "--trainer.log_every_n_steps=1", "--eval.every_n_steps=0",
-            "--data.replay_ratio=0.5", "--data.replay_prioritized=true", "--data.replay_capacity=128"]  # fmt: skip
-    run = run_recipe("cartpole", args, tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    client, run_id = run.client(), run.only_run("cartpole").info.run_id
-    share = [m.value for m in sorted(client.get_metric_history(run_id, "replay/share"), key=lambda m: m.step)]
-    assert share[0] == 0.0 and share[1:] == [0.5] * (steps - 1)
-    lag = [m.value for m in client.get_metric_history(run_id, "replay/policy_lag")]
-    policy_lag = [m.value for m in client.get_metric_history(run_id, "policy_lag")]
-    assert max(lag) > max(policy_lag) > 0  # replayed rollouts are older than the fresh ones
-    frames = client.get_metric_history(run_id, "frames")
-    assert max(m.value for m in frames) == steps * batch * unroll  # replayed steps are not new frames
-    params = client.get_run(run_id).data.params
-    assert params["data.replay_ratio"] == "0.5" and params["data.replay_prioritized"] == "True"
 
 
 @pytest.mark.parametrize(

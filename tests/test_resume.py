@@ -12,6 +12,8 @@ import torch
 
 from .conftest import ROOT, run_recipe, start_recipe, stray_workers, wait_for
 
+pytestmark = pytest.mark.slow  # killed and resumed runs
+
 PROBE = "--model=tests.probes.RecordsResume"
 ARGS = ["--trainer.max_steps=40", "--checkpoint.every_n_train_steps=8", "--trainer.log_every_n_steps=1", PROBE]
 

@@ -9,6 +9,8 @@ from impala_lit.testing import local_ray_cluster
 
 from .conftest import ROOT, run_recipe
 
+pytestmark = pytest.mark.slow  # two DDP learners, a two-node Ray cluster
+
 STEPS, BATCH, UNROLL = 30, 32, 20  # cartpole recipe: batch 32 x 20, frame skip 1
 
 

@@ -60,6 +60,7 @@ def mlflow_server(tmp_path):
             server.kill()
 
 
+@pytest.mark.slow
 def test_a_run_on_a_remote_tracking_server(tmp_path, mlflow_server) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -106,6 +107,7 @@ def test_an_unreachable_tracking_server_fails_fast(tmp_path) -> None:
     ), run.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_recipe_run_from_another_folder_keeps_its_runs_and_checkpoints_there(tmp_path) -> None:
     """``./mlflow/`` and ``./checkpoints/`` of where the command runs, as MLflow's and Lightning's defaults."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "IMPALA_LIT_CHECKPOINT_DIR")}
