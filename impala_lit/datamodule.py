@@ -13,11 +13,9 @@ from tensordict import TensorDict, TensorDictBase
 from impala_lit.actors import ACTOR_BACKENDS, ActorSettings, RolloutStream
 from impala_lit.agent.networks import check_inference_precision
 from impala_lit.envs import EnvSpec, check_env_id, make_env_spec
-from impala_lit.envs.atari import is_atari
+from impala_lit.envs.atari import BACKENDS, is_atari
 from impala_lit.envs.procgen import check_levels, is_procgen
 from impala_lit.learning.replay import ReplayMixedStream, RolloutReplay
-
-BACKENDS = ("gymnasium", "ale_vector")
 
 
 def check_actor_device(actor_device: str, actors: str) -> None:

@@ -219,6 +219,7 @@ def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
             "--trainer.log_every_n_steps=2",
         ],  # fmt: skip
         tmp_path,
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'new.db'}"},  # an empty file: MLflow makes its tables
     )
     assert run.returncode == 0, run.stderr[-3000:]
     mlflow_run = run.only_run("pong")
