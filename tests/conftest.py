@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import runpy
@@ -81,7 +82,9 @@ class RecipeRun:
 def _empty_store() -> Path:
     """An MLflow SQLite store with its tables made, copied for each recipe run: creating the tables (a chain
     of database migrations) cost ~3 s of every run that started from an empty file."""
-    path = Path(tempfile.mkdtemp(prefix="impala_lit_store_")) / "mlflow.db"
+    folder = tempfile.mkdtemp(prefix="impala_lit_store_")
+    atexit.register(shutil.rmtree, folder, True)
+    path = Path(folder) / "mlflow.db"
     mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
 

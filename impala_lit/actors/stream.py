@@ -27,7 +27,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -36,14 +36,15 @@ from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector
 from torchrl.envs import Transform
 
 from impala_lit.actors.weight_sync import LivenessAwareWeightSync
-from impala_lit.agent.networks import set_inference_precision
+from impala_lit.agent.networks import InferencePrecision, set_inference_precision
 from impala_lit.agent.recurrent import env_transforms, next_state_keys
 from impala_lit.app.console import quiet_actor_console
 from impala_lit.envs import GAME_KEYS, EnvSpec
 from impala_lit.envs.atari import fold_end_of_life
 
 ROLLOUT_KEYS_DROPPED = ("collector", *GAME_KEYS)
-ACTOR_BACKENDS = ("local", "ray")
+ActorBackend = Literal["local", "ray"]
+ACTOR_BACKENDS = get_args(ActorBackend)
 # The Ray actors get the policy's weights when they are built; the first update comes after a step.
 warnings.filterwarnings("ignore", message="RayCollector iteration started before weight synchronization")
 
@@ -84,10 +85,10 @@ class ActorSettings:
     batch_size: int = 32
     seed: int = 0
     max_restarts: int = 3
-    actors: Literal["local", "ray"] = "local"
+    actors: ActorBackend = "local"
     ray_address: str = "local"
     actor_device: str = "cpu"
-    actor_precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    actor_precision: InferencePrecision = "32-true"
     learner_threads: int | None = None
 
     @property

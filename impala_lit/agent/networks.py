@@ -9,6 +9,7 @@ Pixels arrive as ``uint8`` and are scaled to [0, 1] inside the torso.
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from tensordict.nn import TensorDictModule, TensorDictSequential
@@ -136,7 +137,8 @@ def _over_images(net, pixels: torch.Tensor, autocast_dtype: torch.dtype | None =
     return out.float().reshape(*lead, -1)
 
 
-INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
+InferencePrecision = Literal["32-true", "bf16-mixed"]
+INFERENCE_PRECISIONS = get_args(InferencePrecision)
 
 
 def check_inference_precision(precision: str) -> None:

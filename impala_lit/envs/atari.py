@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import gymnasium as gym
 import torch
@@ -25,7 +25,8 @@ from impala_lit.envs.base import EnvSpec, add_game_score
 from impala_lit.envs.gymnasium_ids import check_registered, register_envs, serial_env, torchrl_env
 
 ATARI_MAX_FRAMES = 108_000  # 30 minutes of play at 60 Hz, the usual Atari cap
-BACKENDS = ("gymnasium", "ale_vector")
+Backend = Literal["gymnasium", "ale_vector"]
+BACKENDS = get_args(Backend)
 END_OF_LIFE = "end-of-life"
 
 
@@ -55,7 +56,7 @@ class AtariSpec(EnvSpec):
     frame_stack: int = 4
     episodic_life: bool = False
     sticky_actions: float = 0.0
-    backend: Literal["gymnasium", "ale_vector"] = "gymnasium"
+    backend: Backend = "gymnasium"
 
     @property
     def frames_per_step(self) -> int:
@@ -120,11 +121,12 @@ class AtariSpec(EnvSpec):
         env = _AleVectorWrapper(vector, categorical_action_encoding=True)
         if not isinstance(env, TransformedEnv):
             env = TransformedEnv(env)
+        dropped = ["env_id", "frame_number", "episode_frame_number"]
         if self.episodic_life:
             env.append_transform(LivesFromInfo())
         else:
-            env.append_transform(ExcludeTransform("lives"))
-        env.append_transform(ExcludeTransform("env_id", "frame_number", "episode_frame_number"))
+            dropped.append("lives")
+        env.append_transform(ExcludeTransform(*dropped))
         return add_game_score(env, self.clip_rewards)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -34,7 +34,8 @@ GAMES = (
     "bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
     "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot",
 )  # fmt: skip
-DISTRIBUTION_MODES = ("easy", "hard")  # the benchmark's two; memory/exploration exist for a few games only
+DistributionMode = Literal["easy", "hard"]  # the benchmark's two; memory/exploration exist for a few games only
+DISTRIBUTION_MODES = get_args(DistributionMode)
 INSTALL = "pip install --no-deps -r requirements-procgen.txt (./setup.sh does it)"
 FPS = 15  # Procgen's own viewer rate
 
@@ -80,7 +81,7 @@ class ProcgenSpec(EnvSpec):
         start_level: the first training level's seed.
     """
 
-    distribution_mode: Literal["easy", "hard"] = "easy"
+    distribution_mode: DistributionMode = "easy"
     num_levels: int = 0
     start_level: int = 0
 

@@ -329,7 +329,8 @@ class ImpalaModule(pl.LightningModule):
         Returns the loss averaged over all learners (non-finite if any learner's is).
         """
         world = self._world_size()
-        steps = self.new_steps(batch) if new_steps is None else new_steps
+        fresh = self.source.fresh(batch)
+        steps = int(fresh.sum()) * batch.shape[1] if new_steps is None else new_steps
         # global: every learner consumes a batch of the same size per step
         self.frames += steps * self.source.frames_per_step * world
         now = time.perf_counter()
@@ -351,7 +352,7 @@ class ImpalaModule(pl.LightningModule):
             log_probs = torch.log_softmax(batch["logits"].float(), -1)
             metrics["policy/entropy"] = -(log_probs.exp() * log_probs).sum(-1).mean()
             metrics["vtrace/advantage_std"] = batch["advantage"].float().std()
-            behaviour_version = batch["policy_version"][self.source.fresh(batch)].float()
+            behaviour_version = batch["policy_version"][fresh].float()
         metrics["policy_lag"] = self.policy_version - behaviour_version.mean()  # of the actors' fresh rollouts
         metrics |= source_metrics or {}
         metrics["frames"] = float(self.frames)
