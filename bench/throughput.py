@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from impala_lit import EnvSpec, ImpalaModule  # noqa: E402
 from impala_lit.actors import ActorSettings, RolloutStream  # noqa: E402
 from impala_lit.envs import AtariSpec  # noqa: E402
-from recipes.pong import DEFAULTS as PONG  # noqa: E402
+from recipes.atari import PONG  # noqa: E402
 
 
 def _env_worker(spec: EnvSpec, num_envs: int, seconds: float, queue) -> None:

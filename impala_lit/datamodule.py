@@ -10,12 +10,20 @@ import lightning.pytorch as pl
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from impala_lit.actors import ACTOR_BACKENDS, ActorSettings, RolloutStream
-from impala_lit.agent.networks import check_inference_precision
+from impala_lit.actors.stream import ActorBackend, ActorSettings, RolloutStream
+from impala_lit.agent.networks import InferencePrecision
 from impala_lit.envs import EnvSpec, check_env_id, make_env_spec
-from impala_lit.envs.atari import BACKENDS, is_atari
-from impala_lit.envs.procgen import check_levels, is_procgen
+from impala_lit.envs.atari import Backend, is_atari
+from impala_lit.envs.procgen import DistributionMode, check_levels, is_procgen
 from impala_lit.learning.replay import ReplayMixedStream, RolloutReplay
+from impala_lit.settings import (
+    ClosedUnitInterval,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    SettingError,
+)
 
 
 def check_actor_device(actor_device: str, actors: str) -> None:
@@ -25,14 +33,14 @@ def check_actor_device(actor_device: str, actors: str) -> None:
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"data.actor_device: {actor_device!r} is not one of cpu, cuda, cuda:N")
+        raise SettingError(f"data.actor_device: {actor_device!r} is not one of cpu, cuda, cuda:N")
     if device.type == "cuda":
         if actors != "local":
-            raise ValueError(f"data.actor_device: {actor_device!r} needs data.actors=local (Ray actors infer on CPU)")
+            raise SettingError(f"data.actor_device: {actor_device!r} needs data.actors=local (Ray actors infer on CPU)")
         if not torch.cuda.is_available():
-            raise ValueError(f"data.actor_device: {actor_device!r} needs a CUDA GPU and none is visible (use cpu)")
+            raise SettingError(f"data.actor_device: {actor_device!r} needs a CUDA GPU and none is visible (use cpu)")
         if (device.index or 0) >= torch.cuda.device_count():
-            raise ValueError(
+            raise SettingError(
                 f"data.actor_device: {actor_device!r} is not one of the {torch.cuda.device_count()} visible GPUs"
             )
 
@@ -52,6 +60,7 @@ class ImpalaDataModule(pl.LightningDataModule):
         frame_stack: Atari only: frames stacked into one observation.
         clip_rewards: clip rewards by sign for learning (the logged score stays raw).
         episodic_life: Atari only: losing a life ends the episode for learning.
+        fire_reset: Atari only: press FIRE at the start of each game where the game has it.
         sticky_actions: Atari only: repeat-action probability (the paper: 0).
         backend: ``gymnasium`` (gymnasium's ``AtariPreprocessing`` in TorchRL's ``SerialEnv``;
             any env id) or ``ale_vector`` (ale-py's C++ ``AtariVectorEnv``, same protocol, faster;
@@ -88,81 +97,53 @@ class ImpalaDataModule(pl.LightningDataModule):
     def __init__(
         self,
         env_id: str = "ALE/Pong-v5",
-        num_workers: int = 2,
-        envs_per_worker: int = 16,
-        unroll_length: int = 20,
-        batch_size: int = 32,
-        frame_skip: int = 4,
-        noop_max: int = 30,
-        frame_stack: int = 4,
+        num_workers: PositiveInt = 2,
+        envs_per_worker: PositiveInt = 16,
+        unroll_length: PositiveInt = 20,
+        batch_size: PositiveInt = 32,
+        frame_skip: PositiveInt = 4,
+        noop_max: NonNegativeInt = 30,
+        frame_stack: PositiveInt = 4,
         clip_rewards: bool = True,
         episodic_life: bool = False,
-        sticky_actions: float = 0.0,
-        backend: str = "gymnasium",
-        distribution_mode: str = "easy",
-        num_levels: int = 0,
-        start_level: int = 0,
+        fire_reset: bool = False,
+        sticky_actions: Fraction = 0.0,
+        backend: Backend = "gymnasium",
+        distribution_mode: DistributionMode = "easy",
+        num_levels: NonNegativeInt = 0,
+        start_level: NonNegativeInt = 0,
         seed: int = 0,
-        max_actor_restarts: int = 3,
-        actors: str = "local",
+        max_actor_restarts: NonNegativeInt = 3,
+        actors: ActorBackend = "local",
         ray_address: str = "local",
         actor_device: str = "cpu",
-        actor_precision: str = "32-true",
-        learner_threads: int | None = None,
-        replay_ratio: float = 0.0,
-        replay_capacity: int = 1024,
+        actor_precision: InferencePrecision = "32-true",
+        learner_threads: PositiveInt | None = None,
+        replay_ratio: Fraction = 0.0,
+        replay_capacity: PositiveInt = 1024,
         replay_prioritized: bool = False,
-        replay_alpha: float = 0.6,
-        replay_beta: float = 0.4,
+        replay_alpha: NonNegativeFloat = 0.6,
+        replay_beta: ClosedUnitInterval = 0.4,
     ):
         super().__init__()
         check_env_id(env_id)
-        for name, value in [
-            ("num_workers", num_workers),
-            ("envs_per_worker", envs_per_worker),
-            ("unroll_length", unroll_length),
-            ("batch_size", batch_size),
-            ("frame_skip", frame_skip),
-            ("frame_stack", frame_stack),
-        ]:
-            if value < 1:
-                raise ValueError(f"data.{name}: must be a positive integer, got {value}")
         if batch_size % envs_per_worker:
-            raise ValueError(
+            raise SettingError(
                 f"data.batch_size: {batch_size} must be a multiple of data.envs_per_worker ({envs_per_worker})"
             )
-        if backend not in BACKENDS:
-            raise ValueError(f"data.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
         if backend == "ale_vector" and not is_atari(env_id):
-            raise ValueError(f"data.backend: 'ale_vector' runs Atari games only, not {env_id!r} (use gymnasium)")
+            raise SettingError(f"data.backend: 'ale_vector' runs Atari games only, not {env_id!r} (use gymnasium)")
         if is_procgen(env_id):
-            check_levels(distribution_mode, num_levels, start_level)
-        if actors not in ACTOR_BACKENDS:
-            raise ValueError(f"data.actors: {actors!r} is not one of {', '.join(ACTOR_BACKENDS)}")
+            check_levels(num_levels, start_level)
         if actors == "ray" and importlib.util.find_spec("ray") is None:
-            raise ValueError("data.actors: 'ray' needs Ray, which is not installed: pip install 'impala_lit[ray]'")
+            raise SettingError("data.actors: 'ray' needs Ray, which is not installed: pip install 'impala_lit[ray]'")
         if not (ray_address in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d+", ray_address)):
-            raise ValueError(f"data.ray_address: {ray_address!r} is not local, auto, host:port or ray://host:port")
+            raise SettingError(f"data.ray_address: {ray_address!r} is not local, auto, host:port or ray://host:port")
         check_actor_device(actor_device, actors)
-        check_inference_precision(actor_precision)
-        if learner_threads is not None and learner_threads < 1:
-            raise ValueError(
-                f"data.learner_threads: must be a positive integer or null (cores minus actors), got {learner_threads}"
-            )
-        if max_actor_restarts < 0:
-            raise ValueError(f"data.max_actor_restarts: must be >= 0, got {max_actor_restarts}")
-        if not 0.0 <= sticky_actions < 1.0:
-            raise ValueError(f"data.sticky_actions: must be in [0, 1), got {sticky_actions}")
-        if not 0.0 <= replay_ratio < 1.0:
-            raise ValueError(
-                f"data.replay_ratio: must be in [0, 1) (the replayed share of a batch), got {replay_ratio}"
-            )
         if replay_ratio > 0 and replay_capacity < batch_size:
-            raise ValueError(f"data.replay_capacity: must be >= data.batch_size ({batch_size}), got {replay_capacity}")
-        if replay_alpha < 0:
-            raise ValueError(f"data.replay_alpha: must be >= 0, got {replay_alpha}")
-        if not 0.0 <= replay_beta <= 1.0:
-            raise ValueError(f"data.replay_beta: must be in [0, 1], got {replay_beta}")
+            raise SettingError(
+                f"data.replay_capacity: must be >= data.batch_size ({batch_size}), got {replay_capacity}"
+            )
         self.save_hyperparameters()
         self.env = make_env_spec(
             env_id,
@@ -171,6 +152,7 @@ class ImpalaDataModule(pl.LightningDataModule):
             frame_stack=frame_stack,
             clip_rewards=clip_rewards,
             episodic_life=episodic_life,
+            fire_reset=fire_reset,
             sticky_actions=sticky_actions,
             backend=backend,
             distribution_mode=distribution_mode,
@@ -239,7 +221,7 @@ class ImpalaDataModule(pl.LightningDataModule):
         # DDP: learner ``rank`` of ``world`` runs its share of the actors, with its own seeds
         world, rank = self.trainer.world_size, self.trainer.global_rank
         if actors.num_workers < world:
-            raise ValueError(f"data.num_workers: {actors.num_workers} actors cannot feed {world} learners")
+            raise SettingError(f"data.num_workers: {actors.num_workers} actors cannot feed {world} learners")
         share = dataclasses.replace(
             actors,
             num_workers=actors.num_workers // world + (rank < actors.num_workers % world),

@@ -1,42 +1,19 @@
-"""Atari Pong with IMPALA's actors and V-trace, the paper's protocol (no sticky actions, 4-frame skip).
+"""Atari Pong: the Atari recipe (``recipes/atari.py``) with Pong as its game, as the defaults were measured.
 
 The default agent is the paper's recurrent one (one frame per observation, an LSTM after the Nature
 CNN) trained with APPO's clipped surrogate on V-trace advantages (BENCHMARKS.md, "Pong wins within the hour").
 
-python recipes/pong.py fit                      # train on the defaults below
+python recipes/pong.py fit                      # train on the defaults (recipes/atari.py, PONG)
 python recipes/pong.py fit --ckpt_path last     # resume
 python recipes/pong.py test --ckpt_path last    # play evaluation games
 python recipes/pong.py fit --config recipes/configs/pong_feedforward.yaml  # the earlier default: 4 frames, no core
 """
 
-from impala_lit.app.cli import ImpalaCLI, cpu_has_native_bf16, fastest_precision
-
-# Each setting's reason in one line; the measured curves are in BENCHMARKS.md ("Pong wins within the hour").
-DEFAULTS = {
-    "data.env_id": "ALE/Pong-v5",
-    "data.backend": "ale_vector",  # ale-py's C++ vector env, the same protocol: ~25% more frames/s end to end
-    "data.envs_per_worker": 32,  # one 32 x 10 rollout per batch while a second waits: faster, same learning per frame
-    "model.network": "shallow",
-    "trainer.precision": fastest_precision(),  # bf16-mixed where the CPU runs bf16 natively (2x the learner)
-    "data.actor_precision": "bf16-mixed" if cpu_has_native_bf16() else "32-true",  # +10% end to end, same scores
-    "data.unroll_length": 10,  # twice the paper's updates per frame at the same learner cost per frame
-    "model.entropy_cost": 0.0006,  # torchbeast's and moolib's: 0.01 kept the policy near uniform longer
-    "model.lr_decay": False,  # decaying to 0 over the budget halved the rate before Pong took off
-    # the paper's recurrent agent: one frame per observation, an LSTM of 256 after the CNN (18 within the
-    # hour on 2 of 2 seeds, where every feed-forward setting won 1 run in 2-3)
-    "data.frame_stack": 1,
-    "model.core": "lstm",
-    "model.rms_init": 1.0,  # TensorFlow's RMSProp start: PyTorch's zero start killed the layer under the core
-    "model.rms_eps": 0.03,  # 0.01 collapsed the LSTM agent, 0.1 started slowly
-    "model.clip_range": 0.2,  # APPO's clipped surrogate: without it the LSTM agent collapsed after reaching 10
-    "model.normalize_advantage": False,
-    "eval.every_n_steps": 5000,  # evaluation games + GIF in MLflow, every 6.4M frames
-    "model.max_frames": 28_000_000,  # 50-55 minutes on the 2-core machines measured
-}
+import atari  # recipes/ is this script's folder
 
 
 def main() -> None:
-    ImpalaCLI(experiment="pong", defaults=DEFAULTS, learner="impala_lit.APPOModule")
+    atari.main(atari.PONG, experiment="pong")
 
 
 if __name__ == "__main__":  # required: TorchRL starts its actor processes with spawn

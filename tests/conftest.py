@@ -133,6 +133,7 @@ def run_recipe_in_process(recipe: str, args: list[str], workdir: Path, monkeypat
             monkeypatch.setenv(key, value)
     monkeypatch.chdir(workdir)
     monkeypatch.setattr(sys, "argv", command[1:])
+    monkeypatch.syspath_prepend(str(Path(command[1]).parent))  # as for a script: its folder comes first
     recipe_main = runpy.run_path(command[1], run_name="recipe")["main"]
     capsys.readouterr()
     start = time.perf_counter()

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from jsonargparse import ArgumentError, ArgumentParser
 
 from impala_lit.app.callbacks import StopAtReturn
 
@@ -32,8 +33,10 @@ def test_stop_at_return_waits_for_a_full_window(metrics: dict[str, float], stops
 
 def test_stop_at_return_min_games_is_a_setting() -> None:
     assert _stops(StopAtReturn(threshold=18.0, min_games=3), {"episode/return": 20.0, "episode/games": 3.0})
-    with pytest.raises(ValueError, match="StopAtReturn.min_games"):
-        StopAtReturn(threshold=18.0, min_games=0)
+    parser = ArgumentParser(exit_on_error=False)  # as --trainer.callbacks parses it: checked by its type
+    parser.add_class_arguments(StopAtReturn, "stop")
+    with pytest.raises(ArgumentError, match="stop.min_games"):
+        parser.parse_args(["--stop.threshold=18", "--stop.min_games=0"])
 
 
 def test_other_monitors_do_not_wait_for_the_game_window() -> None:

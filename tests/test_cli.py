@@ -126,7 +126,7 @@ def test_a_bad_setting_ends_the_real_command_in_one_line(tmp_path, no_stray_work
         (["--data.num_workers=-1"], "data.num_workers: must be a positive integer, got -1"),
         (["--model.network=huge"], "model.network: 'huge' is not one of shallow, deep, mlp"),
         (["--model.core=transformer"], "model.core: 'transformer' is not one of none, lstm, gru"),
-        (["--model.discount=1.5"], "model.discount: must be in [0, 1], got 1.5"),
+        (["--model.discount=1.5"], "model.discount: must be a number in [0, 1], got 1.5"),
         (["--model.optimizer=sgd"], "model.optimizer: 'sgd' is not one of rmsprop, adam"),
         (["--model.loss_reduction=max"], "model.loss_reduction: 'max' is not one of sum, mean"),
         (["--model.lr_decay_frames=0"], "model.lr_decay_frames: must be a positive integer or null, got 0"),
@@ -143,6 +143,15 @@ def test_a_bad_setting_ends_the_real_command_in_one_line(tmp_path, no_stray_work
         (["--data.actor_device=tpu"], "data.actor_device: 'tpu' is not one of cpu, cuda, cuda:N"),
         (["--data.actor_precision=fp16"], "data.actor_precision: 'fp16' is not one of 32-true, bf16-mixed"),
         (["--data.learner_threads=0"], "data.learner_threads: must be a positive integer or null"),
+        (["--model.rms_init=-1"], "model.rms_init: must be a number >= 0, got -1"),
+        (["--model.entropy_cost=x"], "model.entropy_cost: must be a number >= 0, got 'x'"),
+        (["--data.fire_reset=maybe"], "data.fire_reset: must be true or false, got maybe"),
+        (["--data.sticky_actions=1"], "data.sticky_actions: must be a number in [0, 1), got 1"),
+        # a subclass's own setting, typed in its own signature
+        (
+            ["--model=impala_lit.APPOModule", "--model.clip_range=1.5"],
+            "model.clip_range: must be a number in (0, 1), got 1.5",
+        ),
         pytest.param(
             ["--data.actor_device=cuda"],
             "data.actor_device: 'cuda' needs a CUDA GPU and none is visible (use cpu)",

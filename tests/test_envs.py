@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import gymnasium as gym
 import pytest
 import torch
+from torchrl.collectors import Collector
 from torchrl.envs.utils import check_env_specs
 
 from impala_lit.envs import AtariSpec, GymSpec, check_env_id
@@ -80,6 +83,20 @@ def test_end_of_life_episodes_terminate_without_ending_the_game(backend: str) ->
     length = td["next", "game_length"][0]
     assert length[first_life_end + 1] > length[first_life_end] > 1  # no restart at 1 after a life
     env.close()
+
+
+@pytest.mark.parametrize("backend", ["gymnasium", "ale_vector"])
+def test_end_of_life_and_fire_reset_run_in_a_collector(backend: str) -> None:
+    """A collector resets its environments more than once and updates its buffers in place."""
+    spec = AtariSpec("ALE/Breakout-v5", episodic_life=True, fire_reset=True, frame_stack=1, backend=backend)
+    collector = Collector(lambda: spec.make_batched(2), None, frames_per_batch=400)
+    collector.reset()  # what each actor process does first
+    batches = [batch.clone() for batch in itertools.islice(collector, 2)]
+    collector.reset()
+    batches.append(next(iter(collector)).clone())
+    collector.shutdown()
+    assert len(batches) == 3
+    assert all(batch["next", "end-of-life"].shape == batch["next", "done"].shape for batch in batches)
 
 
 def test_cartpole_goes_through_the_same_factory() -> None:

@@ -167,7 +167,7 @@ def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_str
     [
         (["--data.env_id=procgen/coinrum"], "unknown Procgen game 'procgen/coinrum'; did you mean procgen/coinrun?"),
         (["--data.distribution_mode=extreme"], "data.distribution_mode: 'extreme' is not one of easy, hard"),
-        (["--data.num_levels=-1"], "data.num_levels: must be >= 0 (0: every level), got -1"),
+        (["--data.num_levels=-1"], "data.num_levels: must be an integer >= 0, got -1"),
         (["--model.network=mlp"], "model.network: 'mlp' needs vector observations, got shape (3, 64, 64)"),
     ],
 )  # fmt: skip

@@ -80,10 +80,10 @@ def test_sample_weights_scale_each_steps_loss_terms() -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--data.replay_ratio=1.0"], "data.replay_ratio: must be in [0, 1)"),
+        (["--data.replay_ratio=1.0"], "data.replay_ratio: must be a number in [0, 1), got 1.0"),
         (["--data.replay_ratio=0.5", "--data.replay_capacity=8"], "data.replay_capacity: must be >= data.batch_size"),
-        (["--data.replay_beta=2"], "data.replay_beta: must be in [0, 1], got 2.0"),
-        (["--data.replay_alpha=-1"], "data.replay_alpha: must be >= 0, got -1.0"),
+        (["--data.replay_beta=2"], "data.replay_beta: must be a number in [0, 1], got 2"),
+        (["--data.replay_alpha=-1"], "data.replay_alpha: must be a number >= 0, got -1"),
     ],
 )
 def test_bad_replay_settings_fail_in_one_line(tmp_path, args, expected, monkeypatch, capsys) -> None:

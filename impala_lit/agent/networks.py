@@ -17,8 +17,10 @@ from torch import nn
 from torchrl.modules import ActorValueOperator, ProbabilisticActor, ValueOperator
 
 from impala_lit.agent.recurrent import check_core, make_core
+from impala_lit.settings import SettingError
 
-NETWORKS = ("shallow", "deep", "mlp")
+Network = Literal["shallow", "deep", "mlp"]
+NETWORKS = get_args(Network)
 TORSO_GAIN = math.sqrt(2)
 
 
@@ -144,7 +146,7 @@ INFERENCE_PRECISIONS = get_args(InferencePrecision)
 def check_inference_precision(precision: str) -> None:
     """Reject an actor precision other than ``INFERENCE_PRECISIONS``, in one line."""
     if precision not in INFERENCE_PRECISIONS:
-        raise ValueError(f"data.actor_precision: {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
+        raise SettingError(f"data.actor_precision: {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
 
 
 def set_inference_precision(module: nn.Module, precision: str) -> nn.Module:
@@ -164,17 +166,17 @@ def set_inference_precision(module: nn.Module, precision: str) -> nn.Module:
 def make_torso(network: str, obs_shape: tuple[int, ...]) -> nn.Module:
     """Build the torso named ``network`` (one of ``NETWORKS``) for observations of ``obs_shape``."""
     if network not in NETWORKS:
-        raise ValueError(f"model.network: {network!r} is not one of {', '.join(NETWORKS)}")
+        raise SettingError(f"model.network: {network!r} is not one of {', '.join(NETWORKS)}")
     if network == "mlp":
         if len(obs_shape) != 1:
-            raise ValueError(f"model.network: 'mlp' needs vector observations, got shape {obs_shape}")
+            raise SettingError(f"model.network: 'mlp' needs vector observations, got shape {obs_shape}")
         return MLP(obs_shape[0])
     if len(obs_shape) != 3:
-        raise ValueError(f"model.network: {network!r} needs image observations, got shape {obs_shape}")
+        raise SettingError(f"model.network: {network!r} needs image observations, got shape {obs_shape}")
     channels, *image_size = obs_shape
     if network == "shallow":
         if min(image_size) < 36:
-            raise ValueError(f"model.network: 'shallow' needs images of at least 36x36, got {tuple(image_size)}")
+            raise SettingError(f"model.network: 'shallow' needs images of at least 36x36, got {tuple(image_size)}")
         return NatureCNN(channels, image_size=tuple(image_size))
     return ResNetTorso(channels, image_size=tuple(image_size))
 

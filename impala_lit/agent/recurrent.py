@@ -20,6 +20,8 @@ How the state flows:
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -29,15 +31,18 @@ from torchrl.envs import InitTracker, Transform
 from torchrl.modules import GRUModule, LSTMModule
 from torchrl.modules.utils import get_primers_from_module
 
-CORES = ("none", "lstm", "gru")
+from impala_lit.settings import SettingError
+
+Core = Literal["none", "lstm", "gru"]
+CORES = get_args(Core)
 
 
 def check_core(core: str, core_size: int) -> None:
     """Reject an unknown core or a size below 1, in one line."""
     if core not in CORES:
-        raise ValueError(f"model.core: {core!r} is not one of {', '.join(CORES)}")
+        raise SettingError(f"model.core: {core!r} is not one of {', '.join(CORES)}")
     if core_size < 1:
-        raise ValueError(f"model.core_size: must be a positive integer, got {core_size}")
+        raise SettingError(f"model.core_size: must be a positive integer, got {core_size}")
 
 
 class _FP32Core:
@@ -80,7 +85,7 @@ def make_core(core: str, input_size: int, core_size: int, normalize_input: bool 
     """
     check_core(core, core_size)
     if core == "none":
-        raise ValueError("model.core: 'none' has no recurrent module")
+        raise SettingError("model.core: 'none' has no recurrent module")
     cls = LSTMCore if core == "lstm" else GRUCore
     module = cls(input_size=input_size, hidden_size=core_size, in_key="features", out_key="hidden")
     module.normalize_input = normalize_input

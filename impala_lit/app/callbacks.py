@@ -18,6 +18,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from impala_lit.actors import ActorsFailedError
+from impala_lit.settings import PositiveInt
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # the shell's 128 + signal number
 
@@ -81,9 +82,7 @@ class StopAtReturn(Callback):
     first games). Any other ``monitor`` (e.g. ``eval/return_mean``) counts from its first value.
     """
 
-    def __init__(self, threshold: float, monitor: str = "episode/return", min_games: int = 100):
-        if min_games < 1:
-            raise ValueError(f"StopAtReturn.min_games: must be a positive integer, got {min_games}")
+    def __init__(self, threshold: float, monitor: str = "episode/return", min_games: PositiveInt = 100):
         self.threshold = threshold
         self.monitor = monitor
         self.min_games = min_games

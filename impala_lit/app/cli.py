@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import re
 import sys
 import time
+import typing
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +34,9 @@ from impala_lit.app.tracking import (
     mlflow_dir,
 )
 from impala_lit.datamodule import ImpalaDataModule
+from impala_lit.envs import env_name
 from impala_lit.learning.learner import ImpalaModule, NonFiniteError
+from impala_lit.settings import SettingError, allowed_values
 
 # model settings that define the weights' shapes: adopted from a checkpoint unless given
 SHAPE_SETTINGS = ("network", "core", "core_size")
@@ -116,30 +118,69 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def one_line_parse_error(message: str) -> str:
-    """jsonargparse's multi-line type errors as ``key: 'value' is not one of a, b`` (or its first line)."""
-    key = re.search(r'Parser key "([^"]+)"', message)
-    given = re.search(r"(?:Given|Got) value: (.*)", message)
-    if key and given:
-        name = key.group(1).replace(".init_args.", ".")
-        allowed = []
-        for literal in re.findall(r"Literal\[([^\]]*)\]", message):
-            allowed += [v.strip().strip("'") for v in literal.split(",")]
-        if allowed:
-            unique = ", ".join(dict.fromkeys(allowed))
-            return f"{name}: {given.group(1).strip()!r} is not one of {unique}"
-        expected = re.search(r"Expected a (?:<class ')?(\w+)", message)
-        what = f" (expected {expected.group(1)})" if expected else ""
-        return f"{name}: {given.group(1).strip()!r} is not valid{what}"
+def one_line_parse_error(message: str, classes: dict[str, type]) -> str:
+    """jsonargparse's report of a rejected value, over several lines, as one: the setting, what its
+    type allows (read from the type in ``classes[group]``'s signature) and the value given."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return " ".join(lines[:2])[:300]
+    head = lines[0] if lines else ""
+    if not (head.startswith('Parser key "') and head.endswith('":')):
+        return " ".join(lines[:2])[:300]
+    key = head.removeprefix('Parser key "').removesuffix('":').replace(".init_args.", ".")
+    if "." not in key:  # the learner's settings are parsed by a parser of their own (subclass mode)
+        key = f"model.{key}"
+    group, _, name = key.rpartition(".")
+    allowed = allowed_values(setting_type(classes.get(group), name))
+    given = _given_value(lines[1:])
+    if allowed is None:
+        return f"{key}: {given!r} is not valid ({lines[1]})" if len(lines) > 1 else key
+    if allowed.startswith("one of"):
+        return f"{key}: {given!r} is not {allowed}"
+    return f"{key}: must be {allowed}, got {given}"
+
+
+def setting_type(cls: type | None, name: str) -> Any:
+    """The annotation of ``name`` in the ``__init__`` of ``cls``, a base class or else a subclass
+    (``--model`` may name a subclass of the recipe's learner); ``None`` where none declares it."""
+    if cls is None:
+        return None
+    subclasses, queue = [], list(cls.__subclasses__())
+    while queue:
+        subclasses.append(queue.pop(0))
+        queue += subclasses[-1].__subclasses__()
+    for klass in [*cls.__mro__, *subclasses]:
+        if "__init__" in vars(klass):
+            try:
+                hints = typing.get_type_hints(klass.__init__)
+            except Exception:  # an annotation that names what its module does not import
+                continue
+            if name in hints:
+                return hints[name]
+    return None
+
+
+def _given_value(reason: list[str]) -> str:
+    """The rejected value in jsonargparse's reason lines: ``Given value: x``, ``Got value: x``,
+    ``Not of type T: x does not conform ...`` or ``...: could not convert string to float: 'x'``."""
+    for line in reason:
+        for marker in ("Given value: ", "Got value: "):
+            if marker in line:
+                return line.partition(marker)[2]
+    first = reason[0] if reason else ""
+    if " does not conform" in first:
+        return first.partition(": ")[2].partition(" does not conform")[0]
+    return first.rpartition(": ")[2]
 
 
 class OneLineErrorParser(LightningArgumentParser):
-    """Command-line mistakes end in one line naming the setting and what is allowed, exit code 2."""
+    """Command-line mistakes end in one line naming the setting and what is allowed, exit code 2.
+
+    ``classes`` maps each group of settings (``data``, ``model``...) to the class whose signature types it.
+    """
+
+    classes: dict[str, type] = {}
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        _fail(one_line_parse_error(message))
+        _fail(one_line_parse_error(message, self.classes))
 
 
 class _RawTextFormatter(DefaultHelpFormatter):
@@ -171,6 +212,14 @@ def model_settings_help(model_class: type, defaults: dict[str, Any]) -> str:
 class ImpalaCLI(LightningCLI):
     """LightningCLI for one task: ``experiment`` names the MLflow experiment and checkpoint folder.
 
+    ``{game}`` in ``experiment`` is filled from ``data.env_id`` (``atari-{game}`` -> ``atari-breakout``),
+    so that each game of a multi-game recipe has its own runs, and ``--ckpt_path last`` its own newest one.
+
+    Lightning offers no public hook for three steps, so these overrides are its only private ones:
+    ``_parse_ckpt_path`` (resolve ``last`` and check the checkpoint before Lightning reads its
+    hyperparameters), ``_set_seed`` (choose the run folder before seeding logs its first line) and
+    ``_prepare_subcommand_parser`` (``--verbose`` for ``fit`` only: ``test`` has Lightning's own).
+
     ``defaults`` overrides settings for the task (``{"data.env_id": "CartPole-v1", ...}``);
     ``learner`` is the task's default ``--model`` class (an ``ImpalaModule`` subclass, by import path),
     whose own settings ``defaults`` may then set.
@@ -191,10 +240,26 @@ class ImpalaCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("save_config_callback", MLflowSaveConfig)
         kwargs.setdefault("parser_kwargs", {"formatter_class": _RawTextFormatter})
-        kwargs.setdefault("parser_class", OneLineErrorParser)
+        classes = {
+            "data": kwargs["datamodule_class"],
+            "model": import_class(learner),
+            "trainer": Trainer,
+            "eval": EvaluationCallback,
+            "checkpoint": ImpalaCheckpoint,
+            "progress": TrainingProgress,
+        }
+        kwargs.setdefault("parser_class", type("ImpalaArgumentParser", (OneLineErrorParser,), {"classes": classes}))
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", self.trainer_defaults())
-        super().__init__(**kwargs)
+        self.stop_on_signal = StopOnSignal()
+        try:
+            super().__init__(**kwargs)  # parses, instantiates and runs the subcommand
+        except (NonFiniteError, ActorsFailedError) as err:  # a clear stop, not a crash: one line
+            print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+            raise SystemExit(3 if isinstance(err, NonFiniteError) else 4) from None
+        stopped_by = self.stop_on_signal.signal_received
+        if stopped_by:  # a clean stop, but not the one asked for: say so in the exit code
+            raise SystemExit(EXIT_CODES[stopped_by])
 
     @staticmethod
     def trainer_defaults() -> dict[str, Any]:
@@ -207,9 +272,17 @@ class ImpalaCLI(LightningCLI):
         }
 
     @property
+    def experiment_name(self) -> str:
+        """``experiment`` with ``{game}`` filled from the parsed ``data.env_id``."""
+        if "{game}" not in self.experiment:
+            return self.experiment
+        env_id = self.config[self.config.subcommand].get("data.env_id")
+        return self.experiment.format(game=env_name(str(env_id)))
+
+    @property
     def checkpoint_root(self) -> Path:
         """``checkpoints/<experiment>/``: one folder per run below it."""
-        return checkpoint_dir() / self.experiment
+        return checkpoint_dir() / self.experiment_name
 
     def _parse_ckpt_path(self) -> None:
         """Resolve and check ``--ckpt_path`` before Lightning reads its hyperparameters into the config.
@@ -304,6 +377,18 @@ class ImpalaCLI(LightningCLI):
             for name in {str(folder), os.path.realpath(folder)}:  # Lightning names it resolved
                 expect_warning(f"Checkpoint directory {name} exists and is not empty.")
 
+    def default(self, key: str) -> Any:
+        """The recipe's default of ``model.<name>`` or ``data.<name>``: its own, else the class signature's."""
+        if key in self.task_defaults:
+            return self.task_defaults[key]
+        group, _, name = key.partition(".")
+        cls = import_class(self.learner) if group == "model" else self.datamodule_class
+        for klass in cls.__mro__:
+            parameter = inspect.signature(klass.__init__).parameters.get(name) if "__init__" in vars(klass) else None
+            if parameter is not None and parameter.default is not inspect.Parameter.empty:
+                return parameter.default
+        return None
+
     def _check_compatible(self, saved: dict, path: Path, config: ConfigNamespace) -> None:
         """A checkpoint of another environment, or of a network other than the one asked for, fails here.
 
@@ -311,7 +396,6 @@ class ImpalaCLI(LightningCLI):
         set on the command line (or a config file): otherwise the checkpoint's are adopted, as
         LightningCLI adopts its model settings, so that ``test --ckpt_path last`` needs no flags.
         """
-        defaults = self.parser._subcommands_action._name_parser_map[self.config.subcommand].get_defaults()
         saved_model = saved.get("hyper_parameters", {})
         saved_data = saved.get("datamodule_hyper_parameters", {})
         theirs = {"data.env_id": saved_data.get("env_id")}
@@ -319,10 +403,10 @@ class ImpalaCLI(LightningCLI):
         for name in SHAPE_SETTINGS:
             ours = config.get(f"model.init_args.{name}")
             theirs[f"model.{name}"] = saved_model.get(name)
-            if ours != defaults.get(f"model.init_args.{name}"):
+            if ours != self.default(f"model.{name}"):
                 pairs.append((f"model.{name}", ours))
         stack = saved_data.get("frame_stack")
-        if stack is not None and config.get("data.frame_stack") == defaults.get("data.frame_stack"):
+        if stack is not None and config.get("data.frame_stack") == self.default("data.frame_stack"):
             config["data.frame_stack"] = stack  # the network was built for this many frames
         theirs["data.frame_stack"] = stack
         pairs.append(("data.frame_stack", config.get("data.frame_stack")))
@@ -345,10 +429,14 @@ class ImpalaCLI(LightningCLI):
         if not isinstance(logger, ConfigNamespace) or not str(logger.get("class_path", "")).endswith("MLFlowLogger"):
             return
         args = logger.init_args
+        if args.get("experiment_name") == self.experiment:  # the recipe's, not one set on the command line
+            args.experiment_name = self.experiment_name
+            if args.get("artifact_location") == str(mlflow_dir() / "artifacts" / self.experiment):
+                args.artifact_location = str(mlflow_dir() / "artifacts" / self.experiment_name)
         uri = str(args.get("tracking_uri") or "")
         if uri.startswith(("http://", "https://")):
             check_tracking_server(uri)
-            if args.get("artifact_location") == str(mlflow_dir() / "artifacts" / self.experiment):
+            if args.get("artifact_location") == str(mlflow_dir() / "artifacts" / self.experiment_name):
                 args.artifact_location = None  # the server decides where artifacts go (and serves them)
         previous = (saved or {}).get("mlflow")
         if previous and args.get("run_id") is None:
@@ -377,44 +465,36 @@ class ImpalaCLI(LightningCLI):
             tags["checkpoint"] = str(config.get("ckpt_path"))
         args.tags = {**tags, **(args.get("tags") or {})}
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
-        """``--trainer.enable_progress_bar false`` silences the status lines but keeps the end-of-run summary
-        (Lightning refuses a progress-bar callback beside ``enable_progress_bar=False``)."""
-        if config.get("enable_progress_bar") is False:
-            config["enable_progress_bar"] = True
-            for callback in callbacks:
-                if isinstance(callback, TrainingProgress):
-                    callback.disable()
-        return super()._instantiate_trainer(config, callbacks)
-
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, with atomic checkpoint writes and the run's own callbacks.
+
+        ``--trainer.enable_progress_bar false`` silences the status lines but keeps the end-of-run summary
+        (Lightning refuses a progress-bar callback beside ``enable_progress_bar=False``).
+        """
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        quiet = config.get("trainer.enable_progress_bar") is False
+        if quiet:
+            config["trainer.enable_progress_bar"] = True
         trainer = super().instantiate_trainer(**kwargs)
+        for callback in trainer.callbacks:
+            if quiet and isinstance(callback, TrainingProgress):
+                callback.disable()
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make it atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        self.stop_on_signal = StopOnSignal()
         trainer.callbacks.extend([MLflowRunInCheckpoint(), self.stop_on_signal, DataWaitMonitor()])
         return trainer
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        try:
-            super()._run_subcommand(subcommand)
-        except (NonFiniteError, ActorsFailedError) as err:  # a clear stop, not a crash: one line
-            print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
-            raise SystemExit(3 if isinstance(err, NonFiniteError) else 4) from None
-        stopped_by = getattr(self, "stop_on_signal", None) and self.stop_on_signal.signal_received
-        if stopped_by:  # a clean stop, but not the one asked for: say so in the exit code
-            raise SystemExit(EXIT_CODES[stopped_by])
 
     def instantiate_classes(self) -> None:
         """Settings rejected by a constructor end the run with one line, before any process starts."""
         try:
             super().instantiate_classes()
         except ValueError as err:
-            # jsonargparse may wrap our message (subclass mode lists every Union member it tried)
-            found = re.search(r"\b(?:data|model|trainer|eval|checkpoint)\.\w+: [^\n]+", str(err))
-            if found is None:
+            cause: BaseException | None = err  # jsonargparse wraps the learner's errors in its own (subclass mode)
+            while cause is not None and not isinstance(cause, SettingError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
                 raise
-            _fail(found.group(0))
+            _fail(str(cause))
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         self._preparing = subcommand  # add_arguments_to_parser adds --verbose to fit's parser only

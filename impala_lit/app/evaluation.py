@@ -30,6 +30,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from impala_lit.agent.recurrent import carry_state, env_transforms, reset_state
 from impala_lit.envs import EnvSpec
 from impala_lit.learning.source import RolloutSource
+from impala_lit.settings import NonNegativeInt, PositiveInt
 
 VIDEO_MAX_PIXELS = 120_000  # frames larger than this (CartPole's 400x600) are downscaled
 
@@ -169,17 +170,13 @@ class EvaluationCallback(Callback):
 
     def __init__(
         self,
-        every_n_steps: int = 0,
-        episodes: int = 10,
+        every_n_steps: NonNegativeInt = 0,
+        episodes: PositiveInt = 10,
         greedy: bool = False,
         video: bool = True,
         max_video_frames: int = 1000,
         seed: int = 1_000_000,
     ):
-        if every_n_steps < 0:
-            raise ValueError(f"eval.every_n_steps: must be >= 0 (0 turns it off), got {every_n_steps}")
-        if episodes < 1:
-            raise ValueError(f"eval.episodes: must be a positive integer, got {episodes}")
         self.every_n_steps = every_n_steps
         self.episodes = episodes
         self.greedy = greedy

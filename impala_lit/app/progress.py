@@ -20,12 +20,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar, Timer
-from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from tqdm import tqdm
 
 from impala_lit.app.callbacks import StopAtReturn, StopOnSignal
 from impala_lit.app.console import LOG_FILE_ENV
+from impala_lit.app.tracking import ImpalaMLFlowLogger
 
 
 def _count(value: float) -> str:
@@ -224,9 +224,9 @@ class TrainingProgress(ProgressBar):
         last = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint is not None and checkpoint.dirpath else None
         if last is not None and last.is_file():
             lines.append(f"  checkpoint  {last}")
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
-        if logger is not None and logger._run_id is not None:
-            uri = logger._tracking_uri
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, ImpalaMLFlowLogger)), None)
+        if logger is not None and logger.has_run:
+            uri = logger.tracking_uri
             lines.append(f"  MLflow run  {logger.run_id} (experiment {logger.experiment_id}) in {uri}")
             page = f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
             if uri and not uri.startswith(("http://", "https://")):
@@ -237,7 +237,7 @@ class TrainingProgress(ProgressBar):
         log_file = os.environ.get(LOG_FILE_ENV)
         if log_file and Path(log_file).is_file():
             lines.append(f"  log         {log_file} (library messages; also in the MLflow run's artifacts)")
-            if logger is not None and logger._run_id is not None:
+            if logger is not None and logger.has_run:
                 try:
                     logger.experiment.log_artifact(logger.run_id, log_file)
                 except Exception as err:  # the summary must not fail the run

@@ -9,12 +9,12 @@ history continues on the same x-axis.
 from __future__ import annotations
 
 import os
+from argparse import Namespace
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -72,6 +72,16 @@ class ImpalaMLFlowLogger(MLFlowLogger):
         self.stop_status: str | None = None
         self._config_logged = False
 
+    # MLFlowLogger keeps these private; this class is the one place that reads them
+    @property
+    def has_run(self) -> bool:
+        """Whether a run exists yet (``run_id`` would start one)."""
+        return self._run_id is not None
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return self._tracking_uri
+
     @property
     @rank_zero_experiment
     def experiment(self):
@@ -84,7 +94,7 @@ class ImpalaMLFlowLogger(MLFlowLogger):
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
         if not self._config_logged:  # the module's and data module's hparams: only without the CLI
-            self._log_params(_flatten_dict(_convert_params(params)))
+            self._log_params(flatten_config(dict(vars(params) if isinstance(params, Namespace) else params)))
 
     @rank_zero_only
     def log_config(self, flat_config: dict[str, Any]) -> None:
@@ -114,6 +124,6 @@ class MLflowRunInCheckpoint(Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                checkpoint["mlflow"] = {"run_id": logger.run_id, "tracking_uri": logger._tracking_uri}
+            if isinstance(logger, ImpalaMLFlowLogger):
+                checkpoint["mlflow"] = {"run_id": logger.run_id, "tracking_uri": logger.tracking_uri}
                 return

@@ -10,12 +10,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from impala_lit.envs.atari import AtariSpec, is_atari
+from impala_lit.envs.atari import AtariSpec, ale_game_name, is_atari
 from impala_lit.envs.base import GAME_KEYS, EnvSpec
 from impala_lit.envs.gymnasium_ids import GymSpec, check_registered
 from impala_lit.envs.procgen import ProcgenSpec, check_game, is_procgen
 
-__all__ = ["GAME_KEYS", "AtariSpec", "EnvSpec", "GymSpec", "ProcgenSpec", "check_env_id", "make_env_spec"]
+__all__ = ["GAME_KEYS", "AtariSpec", "EnvSpec", "GymSpec", "ProcgenSpec", "check_env_id", "env_name", "make_env_spec"]
+
+
+def env_name(env_id: str) -> str:
+    """A short lower-case name: ``ALE/Breakout-v5`` -> ``breakout``, ``procgen/coinrun`` -> ``coinrun``."""
+    return ale_game_name(env_id)
 
 
 def family(env_id: str) -> type[EnvSpec]:
@@ -26,7 +31,7 @@ def family(env_id: str) -> type[EnvSpec]:
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise a one-line ``ValueError`` naming close matches when ``env_id`` is unknown."""
+    """Raise a one-line ``SettingError`` naming close matches when ``env_id`` is unknown."""
     if is_procgen(env_id):
         check_game(env_id)
     else:

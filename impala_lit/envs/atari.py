@@ -46,6 +46,8 @@ class AtariSpec(EnvSpec):
         noop_max: up to this many no-ops at the start of a game.
         frame_stack: frames stacked into one observation.
         episodic_life: losing a life ends the episode for learning (not the game).
+        fire_reset: press FIRE once at the start of each game where the game has it (the published
+            baselines' protocol: some games, Breakout among them, wait for it).
         sticky_actions: repeat-action probability (the paper: 0).
         backend: ``gymnasium`` (``AtariPreprocessing`` in TorchRL's ``SerialEnv``) or ``ale_vector``
             (ale-py's C++ ``AtariVectorEnv``, the same protocol, faster).
@@ -55,6 +57,7 @@ class AtariSpec(EnvSpec):
     noop_max: int = 30
     frame_stack: int = 4
     episodic_life: bool = False
+    fire_reset: bool = False
     sticky_actions: float = 0.0
     backend: Backend = "gymnasium"
 
@@ -80,6 +83,8 @@ class AtariSpec(EnvSpec):
             full_action_space=False,
         )
         env = gym.wrappers.AtariPreprocessing(env, noop_max=self.noop_max, frame_skip=self.frame_skip, screen_size=84)
+        if self.fire_reset and has_fire(env):
+            env = FireReset(env)
         return gym.wrappers.FrameStackObservation(env, self.frame_stack)
 
     def make_batched(self, num_envs: int) -> TransformedEnv:
@@ -114,7 +119,7 @@ class AtariSpec(EnvSpec):
             max_num_frames_per_episode=ATARI_MAX_FRAMES,
             reward_clipping=False,  # clipped after the raw score is counted
             episodic_life=False,  # its resets at a lost life would end the game score too: see LivesFromInfo
-            use_fire_reset=False,  # not part of the paper's protocol
+            use_fire_reset=self.fire_reset,  # FIRE at a game's start, where the game has it
             autoreset_mode="SameStep",  # what TorchRL's vector-env wrapper supports
         )
         # TorchRL wraps a vector env in a TransformedEnv of its own: extend it, not nest it
@@ -130,6 +135,23 @@ class AtariSpec(EnvSpec):
         return add_game_score(env, self.clip_rewards)
 
 
+def has_fire(env: gym.Env) -> bool:
+    """True where the game's minimal action set has FIRE as its second action (baselines' test)."""
+    meanings = env.unwrapped.get_action_meanings()
+    return len(meanings) > 2 and meanings[1] == "FIRE"
+
+
+class FireReset(gym.Wrapper):
+    """Press FIRE after the no-op starts of each game (gymnasium has no such wrapper; ale-py's vector env does)."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        obs, _, terminated, truncated, info = self.env.step(1)
+        if terminated or truncated:  # a game over within one step: start again, without FIRE
+            obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
 class LivesFromInfo(EndOfLifeTransform):
     """TorchRL's ``EndOfLifeTransform`` reading the lives from the step's ``lives`` entry.
 
@@ -143,7 +165,9 @@ class LivesFromInfo(EndOfLifeTransform):
 
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
         self._lives = tensordict_reset.get(self.lives_key)
-        return super()._reset(tensordict, tensordict_reset)
+        tensordict_reset = super()._reset(tensordict, tensordict_reset)
+        # TorchRL writes an expanded scalar here, which a collector's in-place update on its next reset rejects
+        return tensordict_reset.set(self.eol_key, tensordict_reset.get(self.eol_key).clone())
 
     def _get_lives(self) -> torch.Tensor:
         return self._lives

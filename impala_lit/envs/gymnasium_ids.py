@@ -13,6 +13,7 @@ from torchrl.envs import EnvBase, GymWrapper, SerialEnv, TransformedEnv
 
 from impala_lit.envs import pomdp
 from impala_lit.envs.base import EnvSpec, add_game_score
+from impala_lit.settings import SettingError
 
 
 def register_envs() -> None:
@@ -24,13 +25,13 @@ def register_envs() -> None:
 
 
 def check_registered(env_id: str) -> None:
-    """One-line ``ValueError`` naming close matches when ``env_id`` is not a gymnasium id."""
+    """One-line ``SettingError`` naming close matches when ``env_id`` is not a gymnasium id."""
     register_envs()
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"data.env_id: unknown environment {env_id!r}{hint}")
+    raise SettingError(f"data.env_id: unknown environment {env_id!r}{hint}")
 
 
 def serial_env(make_one: Callable[[], EnvBase], num_envs: int) -> TransformedEnv:

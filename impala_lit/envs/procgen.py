@@ -28,6 +28,7 @@ from tensordict import TensorDict
 from torchrl.envs import ProcgenEnv, TransformedEnv
 
 from impala_lit.envs.base import EnvSpec, add_game_score
+from impala_lit.settings import SettingError
 
 PREFIX = "procgen/"
 GAMES = (
@@ -51,24 +52,20 @@ def game_name(env_id: str) -> str:
 
 
 def check_game(env_id: str) -> None:
-    """One-line ``ValueError`` for an unknown game (with close matches) or a missing installation."""
+    """One-line ``SettingError`` for an unknown game (with close matches) or a missing installation."""
     game = game_name(env_id)
     if game not in GAMES:
         close = difflib.get_close_matches(game, GAMES, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(PREFIX + c for c in close)}?" if close else f"games: {', '.join(GAMES)}"
-        raise ValueError(f"data.env_id: unknown Procgen game {env_id!r}; {hint}")
+        raise SettingError(f"data.env_id: unknown Procgen game {env_id!r}; {hint}")
     if importlib.util.find_spec("procgen") is None:
-        raise ValueError(f"data.env_id: {env_id!r} needs the procgen package, which is not installed: {INSTALL}")
+        raise SettingError(f"data.env_id: {env_id!r} needs the procgen package, which is not installed: {INSTALL}")
 
 
-def check_levels(distribution_mode: str, num_levels: int, start_level: int) -> None:
-    """One-line ``ValueError`` for level settings Procgen cannot run."""
-    if distribution_mode not in DISTRIBUTION_MODES:
-        raise ValueError(f"data.distribution_mode: {distribution_mode!r} is not one of {', '.join(DISTRIBUTION_MODES)}")
-    if num_levels < 0:
-        raise ValueError(f"data.num_levels: must be >= 0 (0: every level), got {num_levels}")
+def check_levels(num_levels: int, start_level: int) -> None:
+    """One-line ``SettingError`` for levels beyond Procgen's seeds (each setting alone is checked by its type)."""
     if not 0 <= start_level < 2**31 - num_levels:
-        raise ValueError(f"data.start_level: must be in [0, 2**31 - data.num_levels), got {start_level}")
+        raise SettingError(f"data.start_level: must be in [0, 2**31 - data.num_levels), got {start_level}")
 
 
 @dataclass(frozen=True)

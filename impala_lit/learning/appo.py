@@ -8,6 +8,7 @@ import torch
 from tensordict import TensorDictBase
 
 from impala_lit.learning.learner import ImpalaModule
+from impala_lit.settings import OpenUnitInterval, PositiveInt
 
 
 class APPOModule(ImpalaModule):
@@ -32,17 +33,12 @@ class APPOModule(ImpalaModule):
     def __init__(
         self,
         *,
-        clip_range: float = 0.1,
+        clip_range: OpenUnitInterval = 0.1,
         normalize_advantage: bool = True,
-        num_epochs: int = 1,
-        num_minibatches: int = 1,
+        num_epochs: PositiveInt = 1,
+        num_minibatches: PositiveInt = 1,
         **kwargs: Any,
     ):
-        if not 0.0 < clip_range < 1.0:
-            raise ValueError(f"model.clip_range: must be in (0, 1), got {clip_range}")
-        for name, value in [("num_epochs", num_epochs), ("num_minibatches", num_minibatches)]:
-            if value < 1:
-                raise ValueError(f"model.{name}: must be a positive integer, got {value}")
         super().__init__(normalize_advantage=normalize_advantage, **kwargs)
         self.save_hyperparameters()
         self._update = 0  # index of the update within the current batch

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -23,10 +23,11 @@ from lightning.pytorch.utilities import grad_norm
 from tensordict import TensorDict, TensorDictBase
 from torchrl.modules import set_recurrent_mode
 
-from impala_lit.agent.networks import make_actor_critic
-from impala_lit.agent.recurrent import learner_inputs, set_core_norm, state_keys
+from impala_lit.agent.networks import Network, make_actor_critic
+from impala_lit.agent.recurrent import Core, learner_inputs, set_core_norm, state_keys
 from impala_lit.learning.source import NoSource, RolloutSource
 from impala_lit.learning.vtrace import TakenActionVTrace
+from impala_lit.settings import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 class NonFiniteError(RuntimeError):
@@ -85,49 +86,29 @@ class ImpalaModule(pl.LightningModule):
         self,
         observation_shape: tuple[int, ...] = (4, 84, 84),
         num_actions: int = 6,
-        network: str = "shallow",
-        core: str = "none",
-        core_size: int = 256,
+        network: Network = "shallow",
+        core: Core = "none",
+        core_size: PositiveInt = 256,
         core_norm: bool = True,
-        discount: float = 0.99,
-        rho_thresh: float = 1.0,
-        c_thresh: float = 1.0,
-        baseline_cost: float = 0.5,
-        entropy_cost: float = 0.01,
+        discount: ClosedUnitInterval = 0.99,
+        rho_thresh: PositiveFloat = 1.0,
+        c_thresh: PositiveFloat = 1.0,
+        baseline_cost: NonNegativeFloat = 0.5,
+        entropy_cost: NonNegativeFloat = 0.01,
         normalize_advantage: bool = False,
-        lr: float = 6e-4,
-        optimizer: str = "rmsprop",
-        rms_alpha: float = 0.99,
-        rms_eps: float = 0.01,
-        rms_init: float = 0.0,
-        adam_eps: float = 1e-8,
-        loss_reduction: str = "sum",
+        lr: PositiveFloat = 6e-4,
+        optimizer: Literal["rmsprop", "adam"] = "rmsprop",
+        rms_alpha: ClosedUnitInterval = 0.99,
+        rms_eps: PositiveFloat = 0.01,
+        rms_init: NonNegativeFloat = 0.0,
+        adam_eps: PositiveFloat = 1e-8,
+        loss_reduction: Literal["sum", "mean"] = "sum",
         lr_decay: bool = True,
-        lr_decay_frames: int | None = None,
-        max_frames: int | None = None,
-        max_nonfinite_updates: int = 10,
+        lr_decay_frames: PositiveInt | None = None,
+        max_frames: PositiveInt | None = None,
+        max_nonfinite_updates: PositiveInt = 10,
     ):
         super().__init__()
-        if not rms_init >= 0:
-            raise ValueError(f"model.rms_init: must be >= 0, got {rms_init}")
-        for name, value in [("discount", discount), ("rms_alpha", rms_alpha)]:
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"model.{name}: must be in [0, 1], got {value}")
-        positive = [("lr", lr), ("rho_thresh", rho_thresh), ("c_thresh", c_thresh), ("rms_eps", rms_eps)]
-        for name, value in [*positive, ("adam_eps", adam_eps)]:
-            if not value > 0:
-                raise ValueError(f"model.{name}: must be positive, got {value}")
-        for name, value, allowed in [
-            ("optimizer", optimizer, ("rmsprop", "adam")),
-            ("loss_reduction", loss_reduction, ("sum", "mean")),
-        ]:
-            if value not in allowed:
-                raise ValueError(f"model.{name}: {value!r} is not one of {', '.join(allowed)}")
-        if max_nonfinite_updates < 1:
-            raise ValueError(f"model.max_nonfinite_updates: must be a positive integer, got {max_nonfinite_updates}")
-        for name, value in [("max_frames", max_frames), ("lr_decay_frames", lr_decay_frames)]:
-            if value is not None and value < 1:
-                raise ValueError(f"model.{name}: must be a positive integer or null, got {value}")
         self.save_hyperparameters()
         self.actor_critic = make_actor_critic(
             network, tuple(observation_shape), num_actions, core, core_size, core_norm
