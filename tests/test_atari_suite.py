@@ -1,0 +1,34 @@
+"""The Atari suite's scoring: human-normalised scores, the Atari-5 estimate, and scores at a frame budget."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))  # bench/ scripts import their helpers
+import atari_suite  # noqa: E402
+
+
+def test_atari5_reproduces_the_published_estimates_of_two_baselines() -> None:
+    """CleanRL's PPO and baselines' ppo2 at 40M frames: about 77% and 68% (Aitchison et al.'s weights)."""
+    for key, expected in [("cleanrl_ppo", 76.6), ("ppo2", 68.1)]:
+        scores = {game: getattr(atari_suite.REFERENCES[game], key) for game in atari_suite.ATARI5_WEIGHTS}
+        assert atari_suite.atari5_median(scores) == pytest.approx(expected, abs=0.15)
+    assert atari_suite.hns("Breakout", 1.7) == 0.0 and atari_suite.hns("Breakout", 30.5) == pytest.approx(100.0)
+
+
+def test_the_report_scores_each_run_at_the_budget(tmp_path: Path) -> None:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("atari-breakout")
+    for seed, returns in [(0, [1.0, 10.0, 30.5, 99.0]), (1, [2.0, 20.0, 30.5, 99.0])]:
+        run = client.create_run(experiment, run_name=f"base-s{seed}")
+        for step, value in enumerate(returns):
+            client.log_metric(run.info.run_id, "frames", (step + 1) * 4e6, step=step)  # 4, 8, 12, 16M
+            client.log_metric(run.info.run_id, "episode/return", value, step=step)
+    table = atari_suite.report(client, ["base", "absent"], ["Breakout", "Qbert"], frames=12e6)
+    row = next(line for line in table.splitlines() if line.startswith("| base | Breakout"))
+    assert "| 2 | 12.0 | 30.5 (30.5, 30.5) | 100.0 |" in row  # the mean at 12M frames, not the later 99
+    assert "base: 1 games, mean HNS 100.0%" in table and "absent" not in table and "Qbert" not in table
