@@ -262,3 +262,34 @@ def test_every_config_file_resolves_with_its_recipe(config, tmp_path, monkeypatc
             values = values.get("init_args", {})
         for key, value in values.items():
             assert resolved[section].get("init_args", resolved[section]).get(key) == value, (section, key)
+
+
+def test_the_atari_recipe_takes_any_game_under_the_published_protocol(tmp_path, monkeypatch, capsys) -> None:
+    """``recipes/atari.py``: the baselines' protocol for any game; ``recipes/pong.py``: the same settings on
+    Pong without end-of-life or FIRE, as they were measured."""
+    atari = run_recipe_in_process("atari", ["fit", "--data.env_id=ALE/Qbert-v5", "--print_config"], tmp_path,
+                                  monkeypatch, capsys)  # fmt: skip
+    pong = run_recipe_in_process("pong", ["fit", "--print_config"], tmp_path, monkeypatch, capsys)
+    assert atari.returncode == 0 and pong.returncode == 0, atari.stderr[-2000:] + pong.stderr[-2000:]
+    atari_config, pong_config = yaml.safe_load(atari.stdout), yaml.safe_load(pong.stdout)
+    data = atari_config["data"]
+    assert data["env_id"] == "ALE/Qbert-v5" and data["episodic_life"] and data["fire_reset"]
+    assert data["sticky_actions"] == 0.0 and data["clip_rewards"] and data["frame_skip"] == 4
+    assert pong_config["data"]["env_id"] == "ALE/Pong-v5"
+    assert not pong_config["data"]["episodic_life"] and not pong_config["data"]["fire_reset"]
+    different = {k for k in data if data[k] != pong_config["data"][k]}
+    assert different == {"env_id", "episodic_life", "fire_reset"}
+    assert atari_config["model"] == {**pong_config["model"], "init_args": atari_config["model"]["init_args"]}
+    same_model = {k: v for k, v in atari_config["model"]["init_args"].items() if k != "max_frames"}
+    assert same_model == {k: v for k, v in pong_config["model"]["init_args"].items() if k != "max_frames"}
+
+
+@pytest.mark.slow
+def test_an_atari_game_with_end_of_life_and_fire_trains_in_its_own_experiment(tmp_path, no_stray_workers) -> None:
+    """Real actors on ``ale_vector`` with end-of-life episodes (each actor resets its envs more than once)."""
+    run = run_recipe("atari", ["fit", "--data.env_id=ALE/Breakout-v5", "--trainer.max_steps=4",
+                               "--data.envs_per_worker=8", "--data.batch_size=8"], tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    logged = run.client().get_run(run.only_run("atari-breakout").info.run_id)
+    assert logged.data.params["data.episodic_life"] == "True" and logged.data.params["data.fire_reset"] == "True"
+    assert (run.checkpoints / "last.ckpt").is_file()
