@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install -q -e ".[dev,procgen]"
+.venv/bin/python -m pip install -q -e ".[dev,procgen,docs]"
 # Procgen's packages without their stale numpy<2 pins (why it is safe: requirements-procgen.txt)
 .venv/bin/python -m pip install -q --no-deps -r requirements-procgen.txt
 echo "impala_lit is installed in .venv"
