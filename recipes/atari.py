@@ -12,7 +12,7 @@ python recipes/atari.py test --data.env_id ALE/Breakout-v5 --ckpt_path last  # p
 
 from impala_lit.app.cli import ImpalaCLI, cpu_has_native_bf16, fastest_precision
 
-# Each setting's reason in one line; the measured curves are in BENCHMARKS.md ("Pong wins within the hour").
+# Each setting's reason in one line; measured on Pong and the suite (docs/benchmarks/pong.md, atari.md).
 DEFAULTS = {
     "data.env_id": "ALE/Breakout-v5",
     "data.backend": "ale_vector",  # ale-py's C++ vector env, the same protocol: ~25% more frames/s end to end

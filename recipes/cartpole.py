@@ -19,7 +19,7 @@ DEFAULTS = {
     # summed losses on a shared torso: at 0.5 the baseline's gradient (returns up to ~100) swamps the policy's
     "model.baseline_cost": 0.1,
     # PyTorch's RMSProp starts at 0 and its first steps are sign steps that collapsed the policy in 6 of 10
-    # runs (BENCHMARKS.md, "CartPole: RMSProp's first steps")
+    # runs (docs/benchmarks/cartpole.md)
     "model.rms_init": 0.1,
 }
 

@@ -1,7 +1,7 @@
 """Atari Pong: the Atari recipe (``recipes/atari.py``) with Pong as its game, as the defaults were measured.
 
 The default agent is the paper's recurrent one (one frame per observation, an LSTM after the Nature
-CNN) trained with APPO's clipped surrogate on V-trace advantages (BENCHMARKS.md, "Pong wins within the hour").
+CNN) trained with APPO's clipped surrogate on V-trace advantages (docs/benchmarks/pong.md).
 
 python recipes/pong.py fit                      # train on the defaults (recipes/atari.py, PONG)
 python recipes/pong.py fit --ckpt_path last     # resume

@@ -3,7 +3,7 @@
 python recipes/procgen_games.py fit                                    # StarPilot, 200 training levels
 python recipes/procgen_games.py fit --data.env_id procgen/bigfish      # any of the 16 games
 python recipes/procgen_games.py fit --config recipes/configs/procgen_games_coinrun.yaml
-                                      # CoinRun: discount 0.999, entropy cost 0.001, lr 2e-4 (BENCHMARKS.md)
+                                      # CoinRun: discount 0.999, entropy 0.001, lr 2e-4 (docs/benchmarks/procgen.md)
 python recipes/procgen_games.py fit --ckpt_path last                   # resume
 python recipes/procgen_games.py test --ckpt_path last                  # games on unseen levels (and training levels)
 

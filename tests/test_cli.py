@@ -249,7 +249,7 @@ def test_unusable_checkpoints_fail_in_one_line(
 
 @pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_config_file_resolves_with_its_recipe(config, tmp_path, monkeypatch, capsys) -> None:
-    # the files README and BENCHMARKS point at: a renamed or removed setting must fail here, not in a user's hour
+    # the files the README and the docs point at: a renamed or removed setting must fail here, not in a user's hour
     recipes = sorted((p.stem for p in (ROOT / "recipes").glob("*.py")), key=len, reverse=True)
     recipe = next(name for name in recipes if config.name.startswith(f"{name}_"))  # procgen_games_coinrun.yaml
     run = run_recipe_in_process(recipe, ["fit", f"--config={config}", "--print_config"], tmp_path, monkeypatch, capsys)

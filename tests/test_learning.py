@@ -13,7 +13,7 @@ STOP_AT_450 = ["--trainer.callbacks+=impala_lit.StopAtReturn", "--trainer.callba
 @pytest.mark.slow
 def test_cartpole_reaches_450_within_500k_frames(tmp_path, no_stray_workers) -> None:
     # Issue 2's target. The default recipe reached it in 10 of 10 seeds at 154k-454k frames
-    # (bench/compare_runs.py, BENCHMARKS.md); it stops at 450 here to save CI time.
+    # (bench/compare_runs.py, docs/benchmarks/cartpole.md); it stops at 450 here to save CI time.
     run = run_recipe("cartpole", ["fit", "--eval.every_n_steps=0", *STOP_AT_450], tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     mlflow_run = run.only_run("cartpole")
@@ -38,10 +38,10 @@ def test_appo_reaches_450_on_cartpole_within_the_same_budget(tmp_path, no_stray_
 @pytest.mark.slow
 def test_an_lstm_balances_cartpole_from_positions_alone(tmp_path, no_stray_workers) -> None:
     # Issue 15: CartPole observing only x and theta (impala_lit/CartPoleNoVelocity-v1). Measured
-    # (BENCHMARKS.md, recipe defaults, 500k frames): feed-forward best 100-game mean 46.6 and 46.4
+    # (docs/benchmarks/cartpole.md, recipe defaults, 500k frames): feed-forward best 100-game mean 46.6 and 46.4
     # (seeds 0, 1), the LSTM config 350.4 and 198.0; the target sits well above what a policy
     # without memory reaches (those runs started RMSProp at 0; at the recipe's 0.1 it reached 150 at
-    # 218k-280k frames in 3 of 3, BENCHMARKS.md session 30). Stops there to save CI time.
+    # 218k-280k frames in 3 of 3, docs/benchmarks/cartpole.md). Stops there to save CI time.
     config = ROOT / "recipes" / "configs" / "cartpole_lstm.yaml"
     stop = ["--trainer.callbacks+=impala_lit.StopAtReturn", "--trainer.callbacks.threshold=150"]
     run = run_recipe("cartpole", ["fit", f"--config={config}", "--eval.every_n_steps=0", *stop], tmp_path, timeout=900)

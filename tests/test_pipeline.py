@@ -233,7 +233,7 @@ def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
     rho = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "vtrace/rho_mean")]
     assert all(0.95 < r < 1.05 for r in rho), rho
     # the KL estimate is never negative (rho - 1 - log rho >= 0) and stays small: 0.02 in the first
-    # updates of a uniform policy (CI, 2 cores), 0.005-0.05 late in a Pong run (BENCHMARKS.md)
+    # updates of a uniform policy (CI, 2 cores), 0.005-0.05 late in a Pong run (docs/benchmarks/pong.md)
     kl = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, "vtrace/approx_kl")]
     assert kl and all(0.0 <= k < 0.2 for k in kl), kl
     # the policy's entropy per step, in nats: a fresh policy is near uniform over Pong's 6 actions

@@ -132,7 +132,7 @@ def test_procgen_recipe_fits_resumes_and_tests_on_unseen_levels(tmp_path, no_str
     again = first.only_run("procgen")  # still one run
     assert again.data.metrics["frames"] == 3 * 8 * 10
 
-    # the report of BENCHMARKS.md's Procgen curves reads the run back: one row per evaluation
+    # the report of docs/benchmarks/procgen.md's curves reads the run back: one row per evaluation
     report = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "procgen_curves.py"), "--tracking-uri", first.tracking_uri,
          "--runs", again.info.run_name],

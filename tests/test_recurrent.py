@@ -93,7 +93,7 @@ def _logits(learner: ImpalaModule, observations: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("core_norm", [True, False])
 def test_core_input_normalization_makes_the_policy_blind_to_the_feature_scale(core_norm) -> None:
-    """Pong's ReLU features grew 32-fold and saturated the LSTM's gates (BENCHMARKS.md); with
+    """Pong's ReLU features grew 32-fold and saturated the LSTM's gates (docs/benchmarks/pong.md); with
     ``core_norm`` the core sees them layer-normalized, so scaling them changes nothing it outputs."""
     torch.manual_seed(0)
     learner = ImpalaModule(observation_shape=(4, 84, 84), num_actions=6, core="lstm", core_size=32, core_norm=core_norm)

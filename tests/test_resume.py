@@ -74,7 +74,7 @@ def test_sigkill_then_resume_continues_exactly_in_the_same_mlflow_run(tmp_path, 
 
 
 def test_a_branch_of_a_checkpoint_trains_on_in_a_new_run_with_the_changed_setting(tmp_path, no_stray_workers) -> None:
-    # bench/branch_checkpoint.py: the late-phase screens of issue 14 (BENCHMARKS.md) start from one checkpoint
+    # bench/branch_checkpoint.py: late-phase screens (docs/benchmarks/pong.md) start from one checkpoint
     steps = ["--trainer.log_every_n_steps=1", "--eval.every_n_steps=0"]
     trunk = run_recipe("cartpole", ["fit", "--trainer.max_steps=8", *steps], tmp_path)
     assert trunk.returncode == 0, trunk.stderr[-3000:]

@@ -113,7 +113,7 @@ class MLP(nn.Module):
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """NHWC images: oneDNN's CPU convolutions ran the ResNet twice as fast (BENCHMARKS.md, "Procgen").
+    """NHWC images: oneDNN's CPU convolutions ran the ResNet twice as fast (docs/benchmarks/procgen.md).
 
     Procgen's rollouts already arrive NHWC, so this is a no-op there and a guard for NCHW inputs."""
     return x.contiguous(memory_format=torch.channels_last)
@@ -193,7 +193,7 @@ def make_actor_critic(
 
     Initialised as in OpenAI baselines / CleanRL: orthogonal with gain sqrt(2) in the torsos,
     0.01 for the policy head (a near-uniform first policy), 1 for the value head; zero biases.
-    PyTorch's default init left a Pong torso blind to the game state (BENCHMARKS.md, "Pong").
+    PyTorch's default init left a Pong torso blind to the game state (docs/benchmarks/pong.md).
     """
     check_core(core, core_size)
     torso = make_torso(network, tuple(obs_shape))

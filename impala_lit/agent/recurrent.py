@@ -54,7 +54,7 @@ class _FP32Core:
     propagation primitive"); the core is a small part of the learner's work next to the torso.
 
     The normalization: on Pong the CNN's features grew until the LSTM's gates saturated and passed
-    no gradient back to the torso (BENCHMARKS.md, "Recurrent core").
+    no gradient back to the torso (docs/benchmarks/pong.md).
     """
 
     normalize_input: bool = False

@@ -48,7 +48,7 @@ def checkpoint_dir() -> Path:
 
 
 def fastest_precision() -> str:
-    """The learner precision that measured fastest on this kind of hardware (BENCHMARKS.md).
+    """The learner precision that measured fastest on this kind of hardware (docs/benchmarks/throughput.md).
 
     ``bf16-mixed`` on a CPU with native bf16 (AVX512-BF16 or AMX): 2.0-2.25x the fp32 learner
     step; ``32-true`` on a GPU (H100: fp32 239k vs bf16 216k frames/s, the Nature CNN is too

@@ -88,7 +88,7 @@ def play_games(
     env (``ale_vector`` for Pong), with one policy call per step for all of them. The recorded
     game renders RGB frames, so it is played alone, and it stops with its last recorded frame:
     played to the end alone it cost 10-20 s per evaluation late in Pong, the learner paused
-    meanwhile (BENCHMARKS.md).
+    meanwhile (docs/benchmarks/throughput.md).
     """
     policy = copy.deepcopy(policy).cpu().float().eval()
     mode = ExplorationType.DETERMINISTIC if greedy else ExplorationType.RANDOM

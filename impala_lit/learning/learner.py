@@ -329,7 +329,7 @@ class ImpalaModule(pl.LightningModule):
             metrics["vtrace/value_target_mean"] = batch["value_target"].mean()
             # per step, whatever the loss's reduction and costs: a policy that stays at the maximum
             # entropy (ln of the action count) with advantages much smaller than the entropy cost
-            # has not started to learn (Procgen CoinRun, BENCHMARKS.md)
+            # has not started to learn (Procgen CoinRun, docs/benchmarks/procgen.md)
             log_probs = torch.log_softmax(batch["logits"].float(), -1)
             metrics["policy/entropy"] = -(log_probs.exp() * log_probs).sum(-1).mean()
             metrics["vtrace/advantage_std"] = batch["advantage"].float().std()
