@@ -5,6 +5,9 @@ from __future__ import annotations
 import multiprocessing
 from dataclasses import dataclass
 
+import gymnasium as gym
+from gymnasium.envs.classic_control import CartPoleEnv
+
 from impala_lit import ImpalaModule
 from impala_lit.envs import GymSpec
 
@@ -92,3 +95,21 @@ class EnvFailsOnSeed(GymSpec):
 
             env.set_seed = refuse
         return env
+
+
+class RaisingCartPole(CartPoleEnv):
+    """CartPole whose ``step`` raises after ``$IMPALA_LIT_FAIL_AFTER`` steps of its process (all its games):
+    a user's environment that breaks mid-run (``--data.env_id tests.faulty:RaisingCartPole-v0``)."""
+
+    steps = 0
+
+    def step(self, action):
+        import os
+
+        RaisingCartPole.steps += 1
+        if RaisingCartPole.steps > int(os.environ.get("IMPALA_LIT_FAIL_AFTER", "1000")):
+            raise RuntimeError("the simulator lost its licence server")
+        return super().step(action)
+
+
+gym.register("RaisingCartPole-v0", entry_point=RaisingCartPole, max_episode_steps=500)

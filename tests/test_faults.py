@@ -113,6 +113,31 @@ def test_a_killed_actor_is_restarted_and_counted(tmp_path, no_stray_workers) -> 
     assert max(m.value for m in restarts) == 1 and run.info.status == "FINISHED"
 
 
+def test_an_environment_that_raises_restarts_the_actors_then_stops_in_one_line(tmp_path, no_stray_workers) -> None:
+    """A user's env raising mid-run: the actors restart (the warning names the env and its error); with
+    no restarts left the run stops in one line naming them, and what was learned is in last.ckpt."""
+    env_id = "tests.faulty:RaisingCartPole-v0"
+    common = ["fit", f"--data.env_id={env_id}", "--eval.every_n_steps=0", "--trainer.log_every_n_steps=1"]
+    # each actor process raises after 3 rollouts (2 envs x 20 steps x 3); a batch is one rollout
+    env = {"IMPALA_LIT_FAIL_AFTER": "120"}
+    settings = ["--data.envs_per_worker=2", "--data.batch_size=2"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    survived = run_recipe("cartpole", [*common, *settings, "--trainer.max_steps=12"], tmp_path / "a", env=env)
+    assert survived.returncode == 0, survived.stderr[-3000:]
+    assert f"restarting the actors (1 restarts so far): {env_id} raised RuntimeError: the simulator lost" in (
+        survived.stderr
+    )
+    stopped = run_recipe("cartpole", [*common, *settings, "--trainer.max_steps=1000", "--data.max_actor_restarts=0"],
+                         tmp_path / "b", env=env)  # fmt: skip
+    assert stopped.returncode == 4, stopped.stderr[-3000:]
+    errors = [line for line in stopped.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, stopped.stderr[-3000:]
+    assert f"last: {env_id} raised RuntimeError: the simulator lost its licence server" in errors[0]
+    saved = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] >= 2  # the steps trained before the actors died
+
+
 def test_weights_sent_while_an_actor_is_dead_do_not_block_the_learner(no_stray_workers) -> None:
     import threading
 

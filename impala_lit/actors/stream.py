@@ -24,16 +24,19 @@ import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import warnings
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector, Collector, MultiAsyncCollector
-from torchrl.envs import Transform
+from torchrl.envs import EnvBase, Transform, TransformedEnv
 
 from impala_lit.actors.weight_sync import LivenessAwareWeightSync
 from impala_lit.agent.networks import InferencePrecision, set_inference_precision
@@ -49,9 +52,44 @@ ACTOR_BACKENDS = get_args(ActorBackend)
 warnings.filterwarnings("ignore", message="RayCollector iteration started before weight synchronization")
 
 
-def _worker_env(env: EnvSpec, num_envs: int, transforms: tuple[Transform, ...] = ()):
+class ErrorReportingEnv(TransformedEnv):
+    """An actor's environments that write what they raise to ``report_to`` before the actor dies.
+
+    A dead actor process tells the learner only that its pipe closed (``EOFError``); this line is
+    how the learner can name the environment and its exception.
+    """
+
+    def __init__(self, env: EnvBase, report_to: str, env_id: str):
+        super().__init__(env)
+        self.report_to = report_to
+        self.env_id = env_id
+
+    def _report(self, err: Exception) -> None:
+        line = f"{self.env_id} raised {type(err).__name__}: {err}".replace("\n", " ")[:300]
+        try:
+            with open(self.report_to, "a") as out:
+                out.write(line + "\n")
+        except OSError:  # a Ray actor on another machine: its error reaches the learner through Ray
+            pass
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        try:
+            return super()._step(tensordict)
+        except Exception as err:
+            self._report(err)
+            raise
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        try:
+            return super()._reset(tensordict, **kwargs)
+        except Exception as err:
+            self._report(err)
+            raise
+
+
+def _worker_env(env: EnvSpec, num_envs: int, transforms: tuple[Transform, ...] = (), report_to: str | None = None):
     """The batched environments of one actor (plus ``transforms``: a recurrent policy's state
-    tracking); runs in the actor process when it starts.
+    tracking); runs in the actor process when it starts. ``report_to``: see ``ErrorReportingEnv``.
 
     Actors ignore Ctrl-C (the terminal sends it to every process of the job): the learner
     stops them after its own clean stop. On Linux they die with the learner, also when
@@ -66,7 +104,23 @@ def _worker_env(env: EnvSpec, num_envs: int, transforms: tuple[Transform, ...] =
     batched = env.make_batched(num_envs)
     for transform in transforms:
         batched.append_transform(transform.clone())
-    return batched
+    return ErrorReportingEnv(batched, report_to, env.env_id) if report_to else batched
+
+
+def _is_actor_failure(err: BaseException) -> bool:
+    """Whether ``err`` is how TorchRL (or Ray) reports an actor process that died.
+
+    TorchRL notices a dead worker within ~1 s, stops the others and raises ``RuntimeError``; if one
+    of them takes longer than the 0.1 s it is given to stop, closing it raises ``ValueError``
+    instead. A worker killed while sending a rollout leaves a message whose shared-memory handle
+    can no longer be fetched (``ConnectionRefusedError``), or a closed pipe (``EOFError``).
+    """
+    if isinstance(err, (ConnectionError, EOFError, *_ray_errors())):
+        return True
+    message = str(err)
+    if isinstance(err, ValueError):
+        return message.startswith("Cannot close a process while it is still running")
+    return type(err) is RuntimeError and message.startswith("At least one process failed")
 
 
 def _ray_errors() -> tuple[type[BaseException], ...]:
@@ -126,12 +180,27 @@ class RolloutStream:
         self._latest_weights: TensorDict | None = None
         self.collector: BaseCollector | None = None
         self._weight_sync: LivenessAwareWeightSync | None = None
+        # what the actors' environments raised (ErrorReportingEnv), read when an actor dies
+        handle, name = tempfile.mkstemp(prefix="impala_lit_actor_errors_", suffix=".log")
+        os.close(handle)
+        self._error_report = Path(name)
+        weakref.finalize(self, self._error_report.unlink, missing_ok=True)
+
+    def last_actor_error(self) -> str | None:
+        """The last line an actor's environment reported before it raised, if any."""
+        try:
+            lines = self._error_report.read_text().splitlines()
+        except OSError:
+            return None
+        return lines[-1] if lines else None
 
     def _start(self) -> BaseCollector:
         if self._latest_weights is not None:
             self._latest_weights.to_module(self.policy, inplace=True)
         cfg = self.settings
-        make_env = functools.partial(_worker_env, self.env, cfg.envs_per_worker, self.env_transforms)
+        make_env = functools.partial(
+            _worker_env, self.env, cfg.envs_per_worker, self.env_transforms, str(self._error_report)
+        )
         # kept on self before anything can fail, so that ``close`` shuts the workers down
         if cfg.actors == "ray":
             self.collector = collector = self._ray_collector(make_env)
@@ -195,24 +264,19 @@ class RolloutStream:
                     for batch in self._batches(collector):
                         failures_in_row = 0
                         yield batch
-                except (RuntimeError, ConnectionError, EOFError, *_ray_errors()) as err:
-                    # TorchRL notices a dead worker within ~1 s, stops the others and raises the
-                    # RuntimeError; a worker killed while sending a rollout leaves a message whose
-                    # shared-memory handle can no longer be fetched (ConnectionRefusedError).
-                    if (
-                        type(err) is RuntimeError  # Ray's errors subclass it
-                        and not str(err).startswith("At least one process failed")
-                    ):
+                except (RuntimeError, ValueError, ConnectionError, EOFError) as err:
+                    if not _is_actor_failure(err):
                         raise
                     failures_in_row += 1
                     self.restarts += 1
                     self.close()
+                    reason = self.last_actor_error() or repr(err)
                     if failures_in_row > self.settings.max_restarts:
                         raise ActorsFailedError(
                             f"the actors failed {failures_in_row} times in a row without producing a batch "
-                            f"(data.max_actor_restarts={self.settings.max_restarts}); last: {err!r}"
+                            f"(data.max_actor_restarts={self.settings.max_restarts}); last: {reason}"
                         ) from err
-                    warnings.warn(f"restarting the actors ({self.restarts} restarts so far): {err}", stacklevel=2)
+                    warnings.warn(f"restarting the actors ({self.restarts} restarts so far): {reason}", stacklevel=2)
         finally:
             self.close()
 

@@ -66,6 +66,7 @@ class ImpalaCheckpoint(ModelCheckpoint):
             self._save_last_if_behind(trainer)
 
     def _save_last_if_behind(self, trainer: pl.Trainer) -> None:
+        # ModelCheckpoint writes last.ckpt only from its own triggers: its private writer is the one way
         if self.save_last and trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 

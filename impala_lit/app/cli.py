@@ -215,7 +215,7 @@ class ImpalaCLI(LightningCLI):
     ``{game}`` in ``experiment`` is filled from ``data.env_id`` (``atari-{game}`` -> ``atari-breakout``),
     so that each game of a multi-game recipe has its own runs, and ``--ckpt_path last`` its own newest one.
 
-    Lightning offers no public hook for three steps, so these overrides are its only private ones:
+    Lightning offers no public hook for three steps, so these are the CLI's only private overrides:
     ``_parse_ckpt_path`` (resolve ``last`` and check the checkpoint before Lightning reads its
     hyperparameters), ``_set_seed`` (choose the run folder before seeding logs its first line) and
     ``_prepare_subcommand_parser`` (``--verbose`` for ``fit`` only: ``test`` has Lightning's own).

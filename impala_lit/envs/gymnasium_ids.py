@@ -1,10 +1,11 @@
-"""Any environment registered with gymnasium (CartPole-v1, this package's ``impala_lit/...`` tasks),
-stepped as it is, with discrete actions."""
+"""Any environment registered with gymnasium (CartPole-v1, this package's ``impala_lit/...`` tasks, a user's
+``my_envs:MyEnv-v0``), stepped as it is, with discrete actions."""
 
 from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,9 +26,18 @@ def register_envs() -> None:
 
 
 def check_registered(env_id: str) -> None:
-    """One-line ``SettingError`` naming close matches when ``env_id`` is not a gymnasium id."""
+    """One-line ``SettingError`` naming close matches when ``env_id`` is not a gymnasium id.
+
+    ``module:Name-v0`` (gymnasium's own form) imports ``module`` first, where a user's env registers itself.
+    """
     register_envs()
-    if env_id in gym.registry:
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise SettingError(f"data.env_id: cannot import {module!r} for {env_id!r}: {err}") from None
+    if (name if module else env_id) in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
