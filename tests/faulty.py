@@ -113,3 +113,7 @@ class RaisingCartPole(CartPoleEnv):
 
 
 gym.register("RaisingCartPole-v0", entry_point=RaisingCartPole, max_episode_steps=500)
+
+
+class Payload:
+    """A Python object in a checkpoint: unpickling it means running code from the file."""

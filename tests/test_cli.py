@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import time
 
 import pytest
 import torch
@@ -222,6 +223,7 @@ def test_a_run_of_the_earlier_pong_default_resumes_and_plays_without_flags(tmp_p
         ("foreign", "was not written by impala_lit (no 'state_dict'/'impala' entries)"),
         ("deep network", "model.network: is 'shallow' but {path} was trained with 'deep' (set --model.network deep)"),
         ("pong", "data.env_id: is 'CartPole-v1' but {path} was trained with 'ALE/Pong-v5'"),
+        ("pickled object", "{path} holds Python objects that a weights-only load refuses"),
     ],
 )
 def test_unusable_checkpoints_fail_in_one_line(
@@ -236,6 +238,10 @@ def test_unusable_checkpoints_fail_in_one_line(
         torch.save({"model": {"w": torch.zeros(3)}}, path)
     elif content == "deep network":
         torch.save({**ours, "hyper_parameters": {"network": "deep"}}, path)
+    elif content == "pickled object":
+        from .faulty import Payload
+
+        torch.save({**ours, "callbacks": {"hook": Payload()}}, path)
     else:
         torch.save({**ours, "datamodule_hyper_parameters": {"env_id": "ALE/Pong-v5"}}, path)
     before = path.read_bytes()
@@ -245,6 +251,23 @@ def test_unusable_checkpoints_fail_in_one_line(
     errors = [line for line in run.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and expected.format(path=path) in errors[0], run.stderr
     assert path.read_bytes() == before and not run.checkpoints.exists()  # nothing written, nothing overwritten
+
+
+def test_ckpt_path_last_names_a_damaged_newest_checkpoint_and_the_newest_usable_one(
+    tmp_path, no_stray_workers, monkeypatch, capsys
+) -> None:
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(3)}, "impala": {"frames": 0}}, folder / "step5.ckpt")
+    time.sleep(0.05)
+    torch.save({"state_dict": {"w": torch.zeros(3)}, "impala": {"frames": 0}, "big": torch.zeros(10_000)},
+               folder / "last.ckpt")  # fmt: skip
+    (folder / "last.ckpt").write_bytes((folder / "last.ckpt").read_bytes()[:20_000])  # a disk that filled up
+    run = run_recipe_in_process("cartpole", ["fit", "--ckpt_path=last"], tmp_path, monkeypatch, capsys)
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert run.returncode == 2 and len(errors) == 1, run.stderr
+    assert f"{folder / 'last.ckpt'} is not a readable checkpoint" in errors[0]
+    assert f"the newest usable one is {folder / 'step5.ckpt'} (pass it as --ckpt_path)" in errors[0]
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import pickle
 import sys
 import time
 import typing
@@ -100,16 +101,43 @@ def check_tracking_server(uri: str) -> None:
     _fail(f"trainer.logger.init_args.tracking_uri: no MLflow server answers at {uri} ({reason})")
 
 
-def read_checkpoint(path: Path) -> dict:
-    """Load a checkpoint as ``fit`` will (``weights_only=True``); one-line error if it cannot be used."""
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint as ``fit`` will: ``weights_only=True``, so that a checkpoint from someone else
+    cannot run code as it loads (tensors, numbers, strings and containers only); ``SettingError`` if unusable."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[-1][:160] if str(err).strip() else type(err).__name__
+        raise SettingError(
+            f"ckpt_path: {path} holds Python objects that a weights-only load refuses ({reason}); impala_lit "
+            f"loads checkpoints with weights_only=True, so that one from someone else cannot run code"
+        ) from None
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        _fail(f"ckpt_path: {path} is not a readable checkpoint (truncated or not a torch file: {reason[:160]})")
+        raise SettingError(
+            f"ckpt_path: {path} is not a readable checkpoint (truncated or not a torch file: {reason[:160]})"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "impala" not in checkpoint:
-        _fail(f"ckpt_path: {path} was not written by impala_lit (no 'state_dict'/'impala' entries)")
+        raise SettingError(f"ckpt_path: {path} was not written by impala_lit (no 'state_dict'/'impala' entries)")
     return checkpoint
+
+
+def read_checkpoint(path: Path, fallbacks: list[Path] = ()) -> dict:
+    """``load_checkpoint``, ending the command in one line if the checkpoint cannot be used; for
+    ``--ckpt_path last``, the line names the newest of ``fallbacks`` that can (nothing is picked in silence)."""
+    try:
+        return load_checkpoint(path)
+    except SettingError as err:
+        usable = None
+        for candidate in fallbacks:
+            try:
+                load_checkpoint(candidate)
+            except SettingError:
+                continue
+            usable = candidate
+            break
+        hint = f"; the newest usable one is {usable} (pass it as --ckpt_path)" if usable else ""
+        _fail(f"{err}{hint}")
 
 
 def _fail(message: str) -> NoReturn:
@@ -313,7 +341,11 @@ class ImpalaCLI(LightningCLI):
                     _fail(f"ckpt_path: no checkpoint file at {ckpt_path!r}")
                 self.resumed_from = Path(ckpt_path)
             if self.resumed_from is not None:
-                self.saved_checkpoint = read_checkpoint(self.resumed_from)
+                fallbacks = []
+                if ckpt_path == "last":  # every other checkpoint of the folder or the recipe, newest first
+                    others = self.resumed_from.parent.parent.glob("*/*.ckpt")
+                    fallbacks = sorted((p for p in others if p != self.resumed_from), key=lambda p: -p.stat().st_mtime)
+                self.saved_checkpoint = read_checkpoint(self.resumed_from, fallbacks)
                 self._check_compatible(self.saved_checkpoint, self.resumed_from, config)
         super()._parse_ckpt_path()  # the checkpoint's model hyperparameters win, as in any LightningCLI
         if subcommand:
