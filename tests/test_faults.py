@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import mlflow
@@ -136,6 +137,32 @@ def test_an_environment_that_raises_restarts_the_actors_then_stops_in_one_line(t
     assert f"last: {env_id} raised RuntimeError: the simulator lost its licence server" in errors[0]
     saved = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] >= 2  # the steps trained before the actors died
+
+
+def test_a_full_disk_stops_the_run_in_one_line_keeping_the_previous_checkpoint(tmp_path, no_stray_workers) -> None:
+    """The checkpoint folder on a 2 MB tmpfs, filled up once the first checkpoint is written."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"needs a tmpfs mount (root): {mounted.stderr.decode().strip()}")
+    try:
+        args = ["fit", "--trainer.max_steps=100000", "--checkpoint.every_n_train_steps=5", "--eval.every_n_steps=0"]
+        proc = start_recipe("cartpole", args, tmp_path)
+        wait_for((folder / "last.ckpt").exists, 240, "the first checkpoint", proc)
+        with open(folder / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):  # the disk fills up
+            while True:
+                filler.write(b"\0" * 65536)
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 5, stderr[-3000:]
+        errors = [line for line in stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1, stderr[-3000:]
+        assert "no space left on the device); the checkpoints written before are intact" in errors[0]
+        (folder / "filler").unlink()
+        assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] >= 5
+        assert not list(folder.glob(".*partial*"))
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
 
 
 def test_weights_sent_while_an_actor_is_dead_do_not_block_the_learner(no_stray_workers) -> None:

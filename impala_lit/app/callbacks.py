@@ -3,6 +3,8 @@ a score, the learner's wait for data."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import signal
 import time
@@ -23,6 +25,10 @@ from impala_lit.settings import PositiveInt
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # the shell's 128 + signal number
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a lost mount); the previous one is intact."""
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file in the same folder, fsyncs it, then ``os.replace``s it.
 
@@ -37,12 +43,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        data = io.BytesIO()  # serialised first: a failed write is then the file system's OSError, not torch's
+        torch.save(checkpoint, data)
         try:
             with open(partial, "wb") as file:
-                torch.save(checkpoint, file)
+                file.write(data.getbuffer())
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(partial, path)
+        except OSError as err:
+            reason = "no space left on the device" if err.errno == errno.ENOSPC else f"{type(err).__name__}: {err}"
+            raise CheckpointWriteError(
+                f"checkpoint: could not write {path} ({reason}); the checkpoints written before are intact: "
+                f"free space, then resume with --ckpt_path last"
+            ) from err
         finally:
             partial.unlink(missing_ok=True)
 

@@ -23,7 +23,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from impala_lit.actors import ActorsFailedError
-from impala_lit.app.callbacks import EXIT_CODES, AtomicCheckpointIO, DataWaitMonitor, ImpalaCheckpoint, StopOnSignal
+from impala_lit.app.callbacks import (
+    EXIT_CODES,
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    DataWaitMonitor,
+    ImpalaCheckpoint,
+    StopOnSignal,
+)
 from impala_lit.app.console import expect_warning, quiet_console
 from impala_lit.app.evaluation import EvaluationCallback
 from impala_lit.app.progress import TrainingProgress
@@ -282,9 +289,10 @@ class ImpalaCLI(LightningCLI):
         self.stop_on_signal = StopOnSignal()
         try:
             super().__init__(**kwargs)  # parses, instantiates and runs the subcommand
-        except (NonFiniteError, ActorsFailedError) as err:  # a clear stop, not a crash: one line
+        except (NonFiniteError, ActorsFailedError, CheckpointWriteError) as err:  # a clear stop, not a crash
             print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
-            raise SystemExit(3 if isinstance(err, NonFiniteError) else 4) from None
+            codes = {NonFiniteError: 3, ActorsFailedError: 4, CheckpointWriteError: 5}
+            raise SystemExit(codes[type(err)]) from None
         stopped_by = self.stop_on_signal.signal_received
         if stopped_by:  # a clean stop, but not the one asked for: say so in the exit code
             raise SystemExit(EXIT_CODES[stopped_by])
