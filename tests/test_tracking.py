@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import imageio.v3 as iio
 import mlflow
 import pytest
 
-from .conftest import ROOT, run_recipe, wait_for
+from .conftest import ROOT, run_recipe, start_recipe, wait_for
 
 
 def _free_port() -> int:
@@ -30,17 +32,16 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = _free_port()
+def _start_server(folder: Path, port: int) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1:``port``, its store and artifacts in ``folder`` (kept across restarts)."""
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),
             "server",
             "--host=127.0.0.1",
             f"--port={port}",
-            f"--backend-store-uri=sqlite:///{tmp_path / 'server.db'}",
-            f"--artifacts-destination={tmp_path / 'server-artifacts'}",
+            f"--backend-store-uri=sqlite:///{folder / 'server.db'}",
+            f"--artifacts-destination={folder / 'server-artifacts'}",
             "--workers=1",
         ],  # fmt: skip
         stdout=subprocess.DEVNULL,
@@ -48,16 +49,69 @@ def mlflow_server(tmp_path):
         text=True,
         start_new_session=True,
     )
-    uri = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), 90, "the MLflow server", server)
+    return server
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
     try:
-        wait_for(lambda: _answers(f"{uri}/health"), 90, "the MLflow server", server)
-        yield uri
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    server = _start_server(tmp_path, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop_server(server)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_goes_away_mid_run_costs_no_metrics(tmp_path, no_stray_workers) -> None:
+    """The server is stopped 20 s mid-run, then started again on the same store: training goes on, the
+    warning says what happens, the kept metrics arrive (no hole in the curve) and the gap is recorded."""
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    args = ["fit", "--trainer.max_steps=400", "--model.max_frames=100000000", "--trainer.log_every_n_steps=1",
+            "--eval.every_n_steps=0"]  # fmt: skip
+    proc = start_recipe("cartpole", args, workdir, env={"MLFLOW_TRACKING_URI": uri})
+    client = mlflow.MlflowClient(uri)
+
+    def logging() -> bool:
+        experiment = client.get_experiment_by_name("cartpole")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        return bool(runs) and len(client.get_metric_history(runs[0].info.run_id, "frames")) >= 20
+
+    try:
+        wait_for(logging, 240, "metrics on the server", proc)
+        _stop_server(server)
+        time.sleep(20)
+        assert proc.poll() is None, "training stopped with its tracking server"
+        server = _start_server(tmp_path, port)
+        _, stderr = proc.communicate(timeout=400)
+    finally:
+        _stop_server(server)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert f"the MLflow tracking server at {uri} does not answer" in stderr, stderr[-3000:]
+    assert f"the MLflow tracking server at {uri} answers again after" in stderr
+    server = _start_server(tmp_path, port)
+    try:
+        (run,) = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "frames")]
+        (outage,) = client.get_metric_history(run.info.run_id, "faults/tracking_outage_s")
+    finally:
+        _stop_server(server)
+    assert sorted(steps) == list(range(400)) and run.info.status == "FINISHED"  # every step, once
+    assert outage.value >= 15
 
 
 @pytest.mark.slow

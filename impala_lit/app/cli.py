@@ -476,6 +476,11 @@ class ImpalaCLI(LightningCLI):
         uri = str(args.get("tracking_uri") or "")
         if uri.startswith(("http://", "https://")):
             check_tracking_server(uri)
+            # a request to a server that went away fails within seconds, not MLflow's ~4 minutes of retries:
+            # the logger keeps the metrics and tries again later (impala_lit.app.tracking); the user's values win
+            for name, value in [("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+                                ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")]:  # fmt: skip
+                os.environ.setdefault(name, value)
             if args.get("artifact_location") == str(mlflow_dir() / "artifacts" / self.experiment_name):
                 args.artifact_location = None  # the server decides where artifacts go (and serves them)
         previous = (saved or {}).get("mlflow")

@@ -16,6 +16,7 @@ import io
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -215,7 +216,10 @@ class EvaluationCallback(Callback):
                 with tempfile.TemporaryDirectory() as tmp:
                     path = Path(tmp) / f"step{trainer.global_step:08d}.gif"
                     path.write_bytes(gif)
-                    logger.experiment.log_artifact(logger.run_id, str(path), "videos")
+                    try:
+                        logger.experiment.log_artifact(logger.run_id, str(path), "videos")
+                    except Exception as err:  # noqa: BLE001 - a tracking server away costs the GIF, not the run
+                        warnings.warn(f"evaluation GIF not uploaded ({type(err).__name__}: {err})", stacklevel=2)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         # DDP: the first learner plays; the others' weights are the same

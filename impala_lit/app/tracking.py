@@ -9,6 +9,8 @@ history continues on the same x-axis.
 from __future__ import annotations
 
 import os
+import time
+import warnings
 from argparse import Namespace
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,13 +66,23 @@ class ImpalaMLFlowLogger(MLFlowLogger):
     - Once the CLI has logged the whole config (``log_config``), Lightning's own call with
       the module's hyperparameters is skipped (the config holds them, with readable names).
     - ``finalize`` uses ``stop_status`` when set (``KILLED`` after Ctrl-C / SIGTERM).
+    - A tracking server that stops answering does not stop training: metrics are kept (up to
+      ``PENDING_MAX`` rows), a warning says so, sending is tried again every ``RETRY_S`` seconds,
+      and when the server answers the kept rows go first and ``faults/tracking_outage_s`` records
+      the gap. The curves have no hole.
     """
+
+    RETRY_S = 30.0
+    PENDING_MAX = 200_000  # metric rows: hours of logging every 10 steps
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._resuming = kwargs.get("run_id") is not None
         self.stop_status: str | None = None
         self._config_logged = False
+        self._pending: list = []  # mlflow.entities.Metric rows not sent yet
+        self._outage_since: float | None = None
+        self._next_try = 0.0
 
     # MLFlowLogger keeps these private; this class is the one place that reads them
     @property
@@ -115,8 +127,51 @@ class ImpalaMLFlowLogger(MLFlowLogger):
                 self.experiment.set_tag(self.run_id, f"resumed.{key}", value)
 
     @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Lightning's, keeping the rows while the tracking server does not answer (see the class)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [Metric(key=k, value=float(v), timestamp=now, step=step or 0)
+                          for k, v in metrics.items() if not isinstance(v, str)]  # fmt: skip
+        del self._pending[: max(0, len(self._pending) - self.PENDING_MAX)]  # the oldest go first
+        if self._outage_since is None or time.monotonic() >= self._next_try:
+            self._send_pending(step)
+
+    def _send_pending(self, step: int | None) -> bool:
+        """Send the kept rows, oldest first; ``False`` (and a warning the first time) if the server is away."""
+        from mlflow.exceptions import MlflowException
+        from requests.exceptions import RequestException
+
+        try:
+            while self._pending:
+                self.experiment.log_batch(self.run_id, metrics=self._pending[:1000])  # MLflow's batch limit
+                del self._pending[:1000]
+        except (MlflowException, RequestException, OSError) as err:
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+                warnings.warn(f"the MLflow tracking server at {self.tracking_uri} does not answer ({reason}): "
+                              f"training goes on and its metrics are kept until it answers", stacklevel=2)  # fmt: skip
+            self._next_try = time.monotonic() + self.RETRY_S
+            return False
+        if self._outage_since is not None:
+            gap = time.monotonic() - self._outage_since
+            self._outage_since = None
+            warnings.warn(f"the MLflow tracking server at {self.tracking_uri} answers again after {gap:.0f} s; "
+                          "the metrics kept meanwhile are sent", stacklevel=2)  # fmt: skip
+            self.log_metrics({"faults/tracking_outage_s": gap}, step)
+        return True
+
+    @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        super().finalize(self.stop_status or status)
+        if self._pending and not self._send_pending(None):
+            warnings.warn(f"{len(self._pending)} metric rows could not be sent: the MLflow tracking server at "
+                          f"{self.tracking_uri} does not answer", stacklevel=2)  # fmt: skip
+        try:
+            super().finalize(self.stop_status or status)
+        except Exception as err:  # noqa: BLE001 - the run is over; its status is all that is lost
+            warnings.warn(f"the MLflow run's status could not be set ({type(err).__name__}: {err})", stacklevel=2)
 
 
 class MLflowRunInCheckpoint(Callback):
