@@ -1,17 +1,20 @@
 """Atari games from one recipe with one set of settings, scored against the published baselines.
 
 python bench/atari_suite.py run --name defaults --games Breakout Qbert BeamRider --seeds 0 1 --frames 10e6
-python bench/atari_suite.py run --name eps01 --games Breakout Qbert BeamRider --frames 10e6 -- --model.rms_eps 0.01
-python bench/atari_suite.py report --names defaults eps01 --frames 10e6
+python bench/atari_suite.py run --name eps01 --games Breakout Qbert --frames 10e6 -- --model.rms_eps 0.01
+python bench/atari_suite.py report --names defaults eps01 --frames 10e6 --plot atari.png
 
-``run``: one ``recipes/atari.py fit`` per game and seed, one after another, each named
-``<name>-s<seed>`` in the game's experiment (``atari-<game>``); arguments after ``--`` go to every
-run; each run's console output goes to ``runs/atari-<game>-<name>-s<seed>.log``.
-``report``: per setting and game, the mean return of the last 100 games at the frame budget (the
-published baselines' figure: raw full-game score), its human-normalised score (HNS), and the
-suite's aggregates: mean and median HNS, and the Atari-5 estimate of the 57-game median where the
-five games were run. Protocol of every figure: ``recipes/atari.py`` (no sticky actions, a lost
-life ends the episode for learning, FIRE at reset, rewards clipped for learning).
+``run``: ``bench/compare_runs.py``'s runner over games x seeds, one ``recipes/atari.py fit`` after
+another, each named ``<name>-s<seed>`` in the game's experiment (``atari-<game>``), its output in
+``runs/atari-<game>-<name>-s<seed>.log``; arguments after ``--`` go to every run. An interrupted
+suite picks up where it stopped: finished runs are skipped, an unfinished one resumes from its
+``last.ckpt`` into the same MLflow run.
+``report``: per setting and game, the mean raw score of the last 100 games at 10M, 25M and 40M
+frames and at 60 minutes, its human-normalised score (HNS) at ``--frames``, the published
+baselines beside it, and the suite's mean and median HNS and the Atari-5 estimate of the 57-game
+median where the five games were run; ``--plot``: every game's HNS against frames and minutes.
+Protocol of every figure: ``recipes/atari.py`` (no sticky actions, a lost life ends the episode for
+learning, FIRE at reset, rewards clipped for learning; the raw full-game score is reported).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import argparse
 import math
 import os
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from compare_runs import run_recipe
 from curves import Curve, load_curve
+from matplotlib.figure import Figure  # no pyplot: no GUI backend needed
 
 from impala_lit.app.tracking import default_tracking_uri
 from impala_lit.envs import env_name
@@ -91,34 +94,52 @@ def score_at(curve: Curve, frames: float) -> tuple[float, float] | None:
 
 def runs_of(client: mlflow.MlflowClient, game: str, name: str) -> list[Curve]:
     """The curves of runs named ``<name>-s<seed>`` in ``atari-<game>`` (the newest of equal names)."""
+    return [load_curve(client, run.info.run_id) for run in named_runs(client, game, name).values()]
+
+
+def named_runs(client: mlflow.MlflowClient, game: str, name: str) -> dict[str, mlflow.entities.Run]:
+    """``<name>-s<seed>`` -> the newest run of that name in ``atari-<game>``."""
     experiment = client.get_experiment_by_name(f"atari-{env_name(game)}")
     if experiment is None:
-        return []
+        return {}
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"], max_results=5000)
-    by_name = {r.info.run_name: r.info.run_id for r in runs if r.info.run_name.startswith(f"{name}-s")}
-    return [load_curve(client, run_id) for _, run_id in sorted(by_name.items())]
+    return dict(sorted((r.info.run_name, r) for r in runs if r.info.run_name.startswith(f"{name}-s")))
+
+
+def score_at_minutes(curve: Curve, minutes: float) -> float | None:
+    """The mean return at the last point within ``minutes`` of the start."""
+    points = [r for m, r in zip(curve.minutes, curve.returns, strict=True) if m <= minutes]
+    return points[-1] if points else None
 
 
 def report(client: mlflow.MlflowClient, names: list[str], games: list[str], frames: float) -> str:
-    """Markdown: per setting and game, the score at ``frames`` (mean over seeds), its HNS and the baselines."""
-    head = ["setting", "game", "seeds", "frames (M)", "score", "HNS %", *BASELINES.values()]
+    """Markdown: per setting and game, the score at 10M/25M/40M frames and at 60 minutes (means over
+    seeds), the HNS at ``frames`` and the published baselines; then the suite's aggregates."""
+    marks = [10e6, 25e6, 40e6]
+    head = ["setting", "game", "seeds", "frames (M)", *[f"at {m / 1e6:.0f}M" for m in marks], "at 60 min",
+            f"score at {frames / 1e6:g}M", "HNS %", *BASELINES.values()]  # fmt: skip
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     summary = []
     for name in names:
         scores: dict[str, float] = {}
         for game in games:
-            points = [p for p in (score_at(c, frames) for c in runs_of(client, game, name)) if p is not None]
+            curves = runs_of(client, game, name)
+            points = [p for p in (score_at(c, frames) for c in curves) if p is not None]
             if not points:
                 continue
             score = statistics.fmean(r for _, r in points)
             scores[game] = score
             spread = f" ({', '.join(f'{r:.1f}' for _, r in points)})" if len(points) > 1 else ""
-            ref = REFERENCES[game]
-            published = [getattr(ref, key) for key in BASELINES]
-            rows.append(
-                f"| {name} | {game} | {len(points)} | {min(f for f, _ in points) / 1e6:.1f} | {score:.1f}{spread} "
-                f"| {hns(game, score):.1f} | " + " | ".join("-" if p is None else f"{p:g}" for p in published) + " |"
-            )
+            at_marks = []
+            for mark in marks:  # only runs that got that far
+                reached = [score_at(c, mark)[1] for c in curves if c.frames and c.frames[-1] >= mark]
+                at_marks.append(f"{statistics.fmean(reached):.1f}" if reached else "-")
+            hour = [score_at_minutes(c, 60.0) for c in curves if c.minutes and c.minutes[-1] >= 60]
+            at_marks.append(f"{statistics.fmean(hour):.1f}" if hour else "-")
+            published = ["-" if p is None else f"{p:g}" for p in (getattr(REFERENCES[game], k) for k in BASELINES)]
+            cells = [name, game, str(len(points)), f"{max(c.frames[-1] for c in curves if c.frames) / 1e6:.1f}",
+                     *at_marks, f"{score:.1f}{spread}", f"{hns(game, score):.1f}", *published]  # fmt: skip
+            rows.append("| " + " | ".join(cells) + " |")
         if scores:
             normalised = [hns(g, s) for g, s in scores.items()]
             line = f"{name}: {len(scores)} games, mean HNS {statistics.fmean(normalised):.1f}%, "
@@ -129,46 +150,68 @@ def report(client: mlflow.MlflowClient, names: list[str], games: list[str], fram
     return "\n".join([*rows, "", *summary])
 
 
-def run_game(game: str, name: str, seed: int, frames: float, args: list[str], tracking_uri: str) -> int:
-    """One ``recipes/atari.py fit`` of ``game``; returns its exit code."""
-    run_name = f"{name}-s{seed}"
-    log = ROOT / "runs" / f"atari-{env_name(game)}-{run_name}.log"
-    log.parent.mkdir(exist_ok=True)
-    command = [
-        sys.executable, str(ROOT / "recipes" / "atari.py"), "fit",
-        f"--data.env_id=ALE/{game}-v5", f"--model.max_frames={int(frames)}",
-        f"--seed_everything={seed}", f"--data.seed={seed}",
-        f"--trainer.logger.init_args.run_name={run_name}", *args,
-    ]  # fmt: skip
-    start = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.run(command, env=dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri), stdout=out, stderr=out)
-    status = "ok" if proc.returncode == 0 else f"exit code {proc.returncode}, see {log}"
-    print(f"{game} {run_name}: {time.perf_counter() - start:.0f} s, {status}", flush=True)
-    return proc.returncode
+def plot(client: mlflow.MlflowClient, names: list[str], games: list[str], path: str) -> None:
+    """Every run's human-normalised 100-game mean against frames (left) and wall minutes (right)."""
+    fig = Figure(figsize=(11, 4.5), dpi=100)
+    by_frames, by_minutes = fig.subplots(1, 2, sharey=True)
+    for name in names:
+        for game in games:
+            for curve in runs_of(client, game, name):
+                normalised = [hns(game, r) for r in curve.returns]
+                label = f"{game} {curve.run_name}"
+                by_frames.plot([f / 1e6 for f in curve.frames], normalised, label=label)
+                by_minutes.plot(curve.minutes, normalised, label=label)
+    by_frames.set_xlabel("emulator frames (millions)")
+    by_minutes.set_xlabel("wall minutes")
+    by_frames.set_ylabel("human-normalised score, last 100 games (%)")
+    for ax in (by_frames, by_minutes):
+        ax.grid(alpha=0.3)
+    by_minutes.legend(fontsize=7)
+    fig.suptitle("Atari games, one set of settings")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def run_suite(client: mlflow.MlflowClient, name: str, games: list[str], seeds: list[int], frames: float,
+              args: list[str], tracking_uri: str) -> None:  # fmt: skip
+    """Each game x seed through ``compare_runs.run_recipe``; finished runs are skipped, unfinished ones resumed."""
+    for game in games:
+        for seed in seeds:
+            existing = named_runs(client, game, name).get(f"{name}-s{seed}")
+            if existing is not None and existing.info.status == "FINISHED":
+                print(f"{game} {name}-s{seed}: finished already, skipped", flush=True)
+                continue
+            resume = ["--ckpt_path=last"] if existing is not None else []  # the game's newest run: this one
+            run_args = [f"--data.env_id=ALE/{game}-v5", f"--model.max_frames={int(frames)}", *resume, *args]
+            run_recipe("atari", name, seed, run_args, tracking_uri, log_prefix=f"atari-{env_name(game)}-")
 
 
 def main() -> None:
+    argv = sys.argv[1:]
+    recipe_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "report"])
     parser.add_argument("--name", help="run: the setting's name (runs are <name>-s<seed>)")
     parser.add_argument("--names", nargs="+", help="report: settings to compare (default: --name)")
     parser.add_argument("--games", nargs="+", default=list(REFERENCES), choices=list(REFERENCES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--frames", type=float, default=40e6, help="frame budget (default: the published 40M)")
+    parser.add_argument("--plot", help="PNG file: every game's HNS against frames and against minutes")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri())
-    parser.add_argument("recipe_args", nargs="*", help="after --: arguments for every run")
-    args = parser.parse_args()
+    args = parser.parse_args(own)
+    client = mlflow.MlflowClient(args.tracking_uri)
     if args.command == "run":
         if not args.name:
             parser.error("run needs --name")
-        for game in args.games:
-            for seed in args.seeds:
-                run_game(game, args.name, seed, args.frames, args.recipe_args, args.tracking_uri)
+        run_suite(client, args.name, args.games, args.seeds, args.frames, recipe_args, args.tracking_uri)
     names = args.names or ([args.name] if args.name else None)
     if not names:
         parser.error("report needs --names")
-    print(report(mlflow.MlflowClient(args.tracking_uri), names, args.games, args.frames))
+    print(report(client, names, args.games, args.frames))
+    if args.plot:
+        plot(client, names, args.games, args.plot)
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -31,10 +31,10 @@ THRESHOLDS = {"pong": [-10.0, 0.0, 10.0, 18.0, 20.0], "cartpole": [450.0]}
 EXPERIMENTS = {"procgen_games": "procgen"}  # a recipe's MLflow experiment, where it is not the file's name
 
 
-def run_recipe(recipe: str, name: str, seed: int, args: list[str], tracking_uri: str) -> str:
-    """One ``fit`` of the recipe; returns the run's name. Its output goes to ``runs/<run name>.log``."""
+def run_recipe(recipe: str, name: str, seed: int, args: list[str], tracking_uri: str, log_prefix: str = "") -> str:
+    """One ``fit`` of the recipe; returns the run's name. Its output goes to ``runs/<log_prefix><run name>.log``."""
     run_name = f"{name}-s{seed}"
-    log = ROOT / "runs" / f"{run_name}.log"
+    log = ROOT / "runs" / f"{log_prefix}{run_name}.log"
     log.parent.mkdir(exist_ok=True)
     command = [
         sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "fit",

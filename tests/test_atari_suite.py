@@ -30,5 +30,22 @@ def test_the_report_scores_each_run_at_the_budget(tmp_path: Path) -> None:
             client.log_metric(run.info.run_id, "episode/return", value, step=step)
     table = atari_suite.report(client, ["base", "absent"], ["Breakout", "Qbert"], frames=12e6)
     row = next(line for line in table.splitlines() if line.startswith("| base | Breakout"))
-    assert "| 2 | 12.0 | 30.5 (30.5, 30.5) | 100.0 |" in row  # the mean at 12M frames, not the later 99
+    assert "| 2 | 16.0 | 15.0 | - | - | - | 30.5 (30.5, 30.5) | 100.0 |" in row  # at 12M, not the later 99
     assert "base: 1 games, mean HNS 100.0%" in table and "absent" not in table and "Qbert" not in table
+
+
+def test_an_interrupted_suite_skips_finished_runs_and_resumes_the_unfinished(tmp_path: Path, monkeypatch) -> None:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("atari-breakout")
+    done = client.create_run(experiment, run_name="base-s0")
+    client.set_terminated(done.info.run_id, "FINISHED")
+    client.create_run(experiment, run_name="base-s1")  # interrupted: still RUNNING
+    calls = []
+    monkeypatch.setattr(atari_suite, "run_recipe", lambda recipe, name, seed, args, uri, log_prefix: calls.append(
+        (recipe, name, seed, args)))  # fmt: skip
+    atari_suite.run_suite(client, "base", ["Breakout"], [0, 1, 2], 10e6, ["--model.rms_eps=0.01"], "uri")
+    game = ["--data.env_id=ALE/Breakout-v5", "--model.max_frames=10000000"]
+    assert calls == [
+        ("atari", "base", 1, [*game, "--ckpt_path=last", "--model.rms_eps=0.01"]),
+        ("atari", "base", 2, [*game, "--model.rms_eps=0.01"]),
+    ]
