@@ -10,7 +10,7 @@ The first three rows keep 32 environments and the batch at 32 x 20 and change ho
 
 - 2 x 16: a batch is two rollouts, one batch can wait;
 - 4 x 8 and 8 x 4: more, smaller rollouts, more processes for the same cores;
-- 2 x 32 (the Pong recipe's default since session 5): a batch is one rollout, two batches can
+- 2 x 32 (the Pong recipe's default): a batch is one rollout, two batches can
   wait (64 environments).
 
 Each row is a real ``recipes/pong.py fit`` measured like ``bench/throughput.py``'s

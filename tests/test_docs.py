@@ -69,3 +69,14 @@ def test_each_documented_command_parses(page, recipe, args, tmp_path, monkeypatc
 def test_the_readme_stays_short() -> None:
     """A pitch, the quick start, one results table, everyday use and links: the rest lives in docs/."""
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
+
+
+def test_every_file_the_readme_and_the_docs_name_exists() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    named = {
+        (page.name, path)
+        for page in pages
+        for path in re.findall(r"`((?:impala_lit|recipes|bench|tests|docs)/[\w./-]+\.\w+)", page.read_text())
+    }
+    missing = sorted((page, path) for page, path in named if not (ROOT / path).exists() and "<" not in path)
+    assert len(named) > 30 and not missing, missing
