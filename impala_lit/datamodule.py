@@ -23,6 +23,7 @@ from impala_lit.settings import (
     NonNegativeInt,
     PositiveInt,
     SettingError,
+    plain,
 )
 
 
@@ -160,17 +161,21 @@ class ImpalaDataModule(pl.LightningDataModule):
             start_level=start_level,
         )
         self.actor_settings = ActorSettings(
-            num_workers=num_workers,
-            envs_per_worker=envs_per_worker,
-            unroll_length=unroll_length,
-            batch_size=batch_size,
-            seed=seed,
-            max_restarts=max_actor_restarts,
-            actors=actors,
-            ray_address=ray_address,
-            actor_device=actor_device,
-            actor_precision=actor_precision,
-            learner_threads=learner_threads,
+            **plain(
+                dict(
+                    num_workers=num_workers,
+                    envs_per_worker=envs_per_worker,
+                    unroll_length=unroll_length,
+                    batch_size=batch_size,
+                    seed=seed,
+                    max_restarts=max_actor_restarts,
+                    actors=actors,
+                    ray_address=ray_address,
+                    actor_device=actor_device,
+                    actor_precision=actor_precision,
+                    learner_threads=learner_threads,
+                )
+            )
         )
         probe = self.env.make_batched(1)
         self.observation_shape: tuple[int, ...] = tuple(probe.observation_spec["observation"].shape[1:])

@@ -64,5 +64,17 @@ def allowed_values(annotation: Any) -> str | None:
     return _WORDS.get(annotation)
 
 
+def plain(settings: dict[str, Any]) -> dict[str, Any]:
+    """The values as Python's own ``int`` and ``float``: the parser hands a value it checked as an instance
+    of its type (``PositiveInt(4)``), which some libraries reject (ale-py's ``frameskip``)."""
+
+    def one(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return value
+        return int(value) if isinstance(value, int) else float(value)
+
+    return {key: one(value) for key, value in settings.items()}
+
+
 class SettingError(ValueError):
     """A setting the run cannot use, in one line that starts with its name (``data.batch_size: ...``)."""

@@ -14,6 +14,7 @@ from impala_lit.envs.atari import AtariSpec, ale_game_name, is_atari
 from impala_lit.envs.base import GAME_KEYS, EnvSpec
 from impala_lit.envs.gymnasium_ids import GymSpec, check_registered
 from impala_lit.envs.procgen import ProcgenSpec, check_game, is_procgen
+from impala_lit.settings import plain
 
 __all__ = ["GAME_KEYS", "AtariSpec", "EnvSpec", "GymSpec", "ProcgenSpec", "check_env_id", "env_name", "make_env_spec"]
 
@@ -43,4 +44,4 @@ def make_env_spec(env_id: str, **settings: Any) -> EnvSpec:
     check_env_id(env_id)
     cls = family(env_id)
     fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(env_id=env_id, **{k: v for k, v in settings.items() if k in fields})
+    return cls(env_id=env_id, **plain({k: v for k, v in settings.items() if k in fields}))
