@@ -20,6 +20,7 @@ learning, FIRE at reset, rewards clipped for learning; the raw full-game score i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import statistics
@@ -28,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from compare_runs import plot as draw
 from compare_runs import run_recipe
 from curves import Curve, load_curve
-from matplotlib.figure import Figure  # no pyplot: no GUI backend needed
 
 from impala_lit.app.tracking import default_tracking_uri
 from impala_lit.envs import env_name
@@ -151,25 +152,14 @@ def report(client: mlflow.MlflowClient, names: list[str], games: list[str], fram
 
 
 def plot(client: mlflow.MlflowClient, names: list[str], games: list[str], path: str) -> None:
-    """Every run's human-normalised 100-game mean against frames (left) and wall minutes (right)."""
-    fig = Figure(figsize=(11, 4.5), dpi=100)
-    by_frames, by_minutes = fig.subplots(1, 2, sharey=True)
-    for name in names:
-        for game in games:
-            for curve in runs_of(client, game, name):
-                normalised = [hns(game, r) for r in curve.returns]
-                label = f"{game} {curve.run_name}"
-                by_frames.plot([f / 1e6 for f in curve.frames], normalised, label=label)
-                by_minutes.plot(curve.minutes, normalised, label=label)
-    by_frames.set_xlabel("emulator frames (millions)")
-    by_minutes.set_xlabel("wall minutes")
-    by_frames.set_ylabel("human-normalised score, last 100 games (%)")
-    for ax in (by_frames, by_minutes):
-        ax.grid(alpha=0.3)
-    by_minutes.legend(fontsize=7)
-    fig.suptitle("Atari games, one set of settings")
-    fig.tight_layout()
-    fig.savefig(path)
+    """Every run's human-normalised 100-game mean against frames and minutes (``compare_runs.plot``)."""
+    curves = [
+        dataclasses.replace(curve, run_name=f"{game} {curve.run_name}", returns=[hns(game, r) for r in curve.returns])
+        for name in names
+        for game in games
+        for curve in runs_of(client, game, name)
+    ]
+    draw(curves, "Atari games, one set of settings: human-normalised score (%)", path)
 
 
 def run_suite(client: mlflow.MlflowClient, name: str, games: list[str], seeds: list[int], frames: float,
