@@ -1,10 +1,12 @@
-"""Soak test: CartPole training for a long time while an actor process is killed every few minutes.
+"""Soak test: a recipe trains for a long time while an actor process is killed every few minutes.
 
-python bench/soak.py --minutes 31 --kill-every 180 --workdir /tmp/soak
+python bench/soak.py --recipe pong --minutes 31 --kill-every 180 --workdir /tmp/soak
+python bench/soak.py --recipe pong --minutes 31 --workdir /tmp/soak_ray -- --data.actors ray
 
-Prints one line per sample (time, learner step, memory of the learner and of its actors,
-restarts) and a JSON summary last. The run must keep going after every kill, and memory
-must stay flat.
+Arguments after ``--`` go to the recipe's ``fit``. Prints one line per sample (minute, memory of
+the learner and of its actors, kills) and a JSON summary last: restarts logged, frames/s before
+the first kill and after the last one, memory at start and end. The run must keep going after
+every kill, and memory must stay flat.
 """
 
 from __future__ import annotations
@@ -26,14 +28,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def actors(proc: psutil.Process) -> list[psutil.Process]:
+    """The learner's actor processes: TorchRL's spawned workers, or Ray's collector actors."""
     found = []
     for child in proc.children(recursive=True):
         try:
-            if "spawn_main" in " ".join(child.cmdline()):
-                found.append(child)
+            cmdline = " ".join(child.cmdline())
         except psutil.NoSuchProcess:
-            pass
+            continue
+        if "spawn_main" in cmdline or (cmdline.startswith("ray::") and "Collector" in cmdline):
+            found.append(child)
     return found
+
+
+def frames_per_second(history: list, start_ms: float, end_ms: float) -> float | None:
+    """Frames/s between two wall-clock times, from the ``frames`` metric logged in between."""
+    inside = [m for m in history if start_ms <= m.timestamp <= end_ms]
+    if len(inside) < 2:
+        return None
+    first, last = inside[0], inside[-1]
+    return round((last.value - first.value) / ((last.timestamp - first.timestamp) / 1000))
 
 
 def rss_mb(procs: list[psutil.Process]) -> float:
@@ -52,14 +65,17 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=180.0, help="seconds between actor kills")
     parser.add_argument("--sample-every", type=float, default=60.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/impala_lit_soak"))
+    parser.add_argument("--recipe", default="cartpole", help="a recipe in recipes/ (its experiment is read back)")
+    parser.add_argument("recipe_args", nargs="*", help="after --: arguments for the recipe's fit")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{args.workdir / 'mlflow.db'}"
     command = [
-        sys.executable, str(ROOT / "recipes" / "cartpole.py"), "fit",
+        sys.executable, str(ROOT / "recipes" / f"{args.recipe}.py"), "fit",
         "--model.max_frames=1000000000", "--trainer.log_every_n_steps=20",
         f"--checkpoint.dirpath={args.workdir / 'checkpoints'}",
         f"--trainer.logger.init_args.artifact_location={args.workdir / 'artifacts'}",
+        *args.recipe_args,
     ]  # fmt: skip
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
     log = open(args.workdir / "stderr.txt", "w")
@@ -68,7 +84,7 @@ def main() -> None:
     start = time.time()
     next_kill = start + args.kill_every
     next_sample = start + 30
-    kills, samples = 0, []
+    kills, samples, kill_times = 0, [], []
     rng = random.Random(0)
     while time.time() - start < args.minutes * 60 and trainer.poll() is None:
         time.sleep(1)
@@ -78,6 +94,7 @@ def main() -> None:
             if victims:
                 rng.choice(victims).kill()
                 kills += 1
+                kill_times.append(now)
             next_kill = now + args.kill_every
         if now >= next_sample:
             sample = {
@@ -90,11 +107,13 @@ def main() -> None:
             print(json.dumps(sample), flush=True)
             next_sample = now + args.sample_every
     alive = trainer.poll() is None
+    stopped = time.time()
     if alive:
         trainer.send_signal(signal.SIGTERM)
     code = trainer.wait(timeout=300)
     client = mlflow.MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])
+    (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+    (run,) = client.search_runs([experiment.experiment_id])
     history = {
         key: client.get_metric_history(run.info.run_id, key)
         for key in ("frames", "faults/actor_restarts", "episode/return")
@@ -108,6 +127,15 @@ def main() -> None:
         "restarts_logged": max((m.value for m in history["faults/actor_restarts"]), default=0),
         "frames": max((m.value for m in history["frames"]), default=0),
         "last_step": max((m.step for m in history["frames"]), default=0),
+        # from 30 s after the start (set-up done) to the first kill, and from 30 s after the last kill to the end
+        "frames_per_s_before_first_kill": frames_per_second(
+            history["frames"], (start + 30) * 1000, (kill_times[0] if kill_times else stopped) * 1000
+        ),
+        "frames_per_s_after_last_kill": frames_per_second(
+            history["frames"], (kill_times[-1] + 30) * 1000, stopped * 1000
+        )
+        if kill_times
+        else None,
         "episode_return_last": history["episode/return"][-1].value if history["episode/return"] else None,
         "learner_rss_mb_first_last": [samples[0]["learner_rss_mb"], samples[-1]["learner_rss_mb"]] if samples else None,
         "actors_rss_mb_first_last": [samples[0]["actors_rss_mb"], samples[-1]["actors_rss_mb"]] if samples else None,

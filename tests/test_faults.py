@@ -114,6 +114,46 @@ def test_a_killed_actor_is_restarted_and_counted(tmp_path, no_stray_workers) -> 
     assert max(m.value for m in restarts) == 1 and run.info.status == "FINISHED"
 
 
+def test_a_killed_ray_actor_is_restarted_and_sigterm_still_stops_cleanly(tmp_path, no_stray_workers) -> None:
+    """Ray actors: a killed one is restarted and counted (its death may surface while weights are sent
+    to it); SIGTERM still ends the run cleanly, though ray.init installs a handler of its own."""
+    args = ["fit", "--data.actors=ray", "--trainer.max_steps=100000", "--trainer.log_every_n_steps=1",
+            "--checkpoint.every_n_train_steps=3"]  # fmt: skip
+    proc = start_recipe("cartpole", args, tmp_path, stdout=True)
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    wait_for(checkpoint.exists, 240, "training to be under way", proc)
+
+    def ray_actors() -> set[int]:
+        found = set()
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                cmdline = " ".join(child.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            if cmdline.startswith("ray::") and "Collector" in cmdline:
+                found.add(child.pid)
+        return found
+
+    wait_for(lambda: len(ray_actors()) == 2, 60, "two Ray actors", proc)
+    first = ray_actors()
+    psutil.Process(min(first)).kill()
+    wait_for(lambda: len(ray_actors() - first) == 2, 120, "two new Ray actors", proc)
+
+    def step() -> int:
+        return torch.load(checkpoint, weights_only=True)["global_step"]
+
+    restarted_at = step()
+    wait_for(lambda: step() > restarted_at + 3, 120, "training to go on", proc)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "restarting the actors (1 restarts so far)" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    assert "training ended by SIGTERM (the run can be resumed)" in stdout
+    client, run = _first_run(tmp_path)
+    restarts = client.get_metric_history(run.info.run_id, "faults/actor_restarts")
+    assert max(m.value for m in restarts) == 1 and run.info.status == "KILLED"
+
+
 def test_an_environment_that_raises_restarts_the_actors_then_stops_in_one_line(tmp_path, no_stray_workers) -> None:
     """A user's env raising mid-run: the actors restart (the warning names the env and its error); with
     no restarts left the run stops in one line naming them, and what was learned is in last.ckpt."""
@@ -189,6 +229,47 @@ def test_weights_sent_while_an_actor_is_dead_do_not_block_the_learner(no_stray_w
     batch = next(batches)  # the stream restarts the actors
     assert stream.restarts == 1 and batch.batch_size == (2, 10)
     assert (batch["policy_version"] >= 1).all()  # the restarted actors start from the weights just sent
+    batches.close()
+
+
+def test_restarted_recurrent_actors_start_their_games_and_states_from_zero(no_stray_workers) -> None:
+    """An LSTM policy's actors carry their state from one rollout to the next; actors restarted after one
+    died start from the latest weights, and new games from a zero state, not from a state of the games
+    that were cut off."""
+    from tensordict import TensorDict
+
+    from impala_lit import ImpalaModule
+    from impala_lit.actors import ActorSettings, RolloutStream
+    from impala_lit.agent.recurrent import state_keys
+    from impala_lit.envs import GymSpec
+
+    learner = ImpalaModule(observation_shape=(4,), num_actions=2, network="mlp", core="lstm", core_size=16)
+    keys = state_keys(learner.actor)
+    settings = ActorSettings(num_workers=2, envs_per_worker=4, unroll_length=8, batch_size=4)  # a rollout a batch
+    stream = RolloutStream(GymSpec("CartPole-v1"), learner.actor, settings)
+    batches = iter(stream)
+
+    def first_step(batch):
+        return batch["is_init"][:, 0].squeeze(-1), [batch[key][:, 0].flatten(1) for key in keys]
+
+    carried = False
+    for _ in range(20):  # until a rollout goes on with games under way: their state is carried, not zero
+        is_init, states = first_step(next(batches))
+        if (~is_init).any():
+            carried = all(state[~is_init].abs().sum(-1).gt(0).all() for state in states)
+            break
+    assert carried, "no rollout continued a game with its carried state"
+    stream.update_weights(TensorDict.from_module(learner.actor).data)  # restarted actors start from these
+    psutil.Process(stream.collector.procs[0].pid).kill()
+    wait_for(lambda: not stream.collector.procs[0].is_alive(), 10, "the actor to die")
+    for _ in range(5):  # the live actor's rollouts in flight may come first; then the stream restarts the actors
+        batch = next(batches)
+        if stream.restarts:
+            break
+    assert stream.restarts == 1 and (batch["policy_version"] >= 1).all()
+    is_init, states = first_step(batch)
+    assert is_init.all(), "a restarted actor's first rollout does not start new games"
+    assert all(state.abs().sum() == 0 for state in states), "a restarted actor's state is not zero"
     batches.close()
 
 

@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -180,6 +181,7 @@ class RolloutStream:
         self._latest_weights: TensorDict | None = None
         self.collector: BaseCollector | None = None
         self._weight_sync: LivenessAwareWeightSync | None = None
+        self._send_error: BaseException | None = None  # an actor found dead while weights were sent
         # what the actors' environments raised (ErrorReportingEnv), read when an actor dies
         handle, name = tempfile.mkstemp(prefix="impala_lit_actor_errors_", suffix=".log")
         os.close(handle)
@@ -195,8 +197,11 @@ class RolloutStream:
         return lines[-1] if lines else None
 
     def _start(self) -> BaseCollector:
+        self._send_error = None  # about the actors being replaced
         if self._latest_weights is not None:
-            self._latest_weights.to_module(self.policy, inplace=True)
+            # copied into the policy's own tensors: tensordict 0.14's to_module(inplace=True) fails on
+            # the recurrent policy (an LSTMModule inside), so restarts of the LSTM default crashed
+            TensorDict.from_module(self.policy).data.update_(self._latest_weights)
         cfg = self.settings
         make_env = functools.partial(
             _worker_env, self.env, cfg.envs_per_worker, self.env_transforms, str(self._error_report)
@@ -231,8 +236,6 @@ class RolloutStream:
 
     def _ray_collector(self, make_env) -> BaseCollector:
         """``num_workers`` Ray actors, each a TorchRL ``Collector`` over ``envs_per_worker`` envs."""
-        from torchrl.collectors.distributed import RayCollector
-
         cfg = self.settings
         if cfg.ray_address == "local":  # a Ray instance of this process, shut down with the actors
             init = {"address": "local", "include_dashboard": False, "num_cpus": os.cpu_count()}
@@ -240,6 +243,20 @@ class RolloutStream:
             init = {"address": cfg.ray_address}
         if cfg.learner_threads is not None:
             torch.set_num_threads(cfg.learner_threads)
+        # ray.init replaces the SIGINT/SIGTERM handlers with its own exit: the learner's stay (a clean stop)
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._new_ray_collector(make_env, init)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for signum, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(signum, handler)
+
+    def _new_ray_collector(self, make_env, init: dict) -> BaseCollector:
+        from torchrl.collectors.distributed import RayCollector
+
+        cfg = self.settings
         return RayCollector(
             [make_env] * cfg.num_workers,
             self.policy,
@@ -264,7 +281,7 @@ class RolloutStream:
                     for batch in self._batches(collector):
                         failures_in_row = 0
                         yield batch
-                except (RuntimeError, ValueError, ConnectionError, EOFError) as err:
+                except (RuntimeError, ValueError, ConnectionError, EOFError, *_ray_errors()) as err:
                     if not _is_actor_failure(err):
                         raise
                     failures_in_row += 1
@@ -283,6 +300,9 @@ class RolloutStream:
     def _batches(self, collector: BaseCollector) -> Iterator[TensorDictBase]:
         pending: list[TensorDictBase] = []
         for rollout in collector:
+            if self._send_error is not None:
+                err, self._send_error = self._send_error, None
+                raise err  # an actor failure (ConnectionError): restart
             # the state after each step stays with the actors: the learner replays from the first one
             # a lost life ends the episode for learning (``impala_lit.envs.atari``)
             pending.append(fold_end_of_life(rollout.exclude(*ROLLOUT_KEYS_DROPPED, *self.next_state_keys)))
@@ -301,7 +321,14 @@ class RolloutStream:
         self._latest_weights = weights
         self.policy_version += 1
         if self.collector is not None:
-            self.collector.update_policy_weights_(weights)
+            try:
+                self.collector.update_policy_weights_(weights)
+            except (RuntimeError, *_ray_errors()) as err:
+                if self.settings.actors != "ray":
+                    raise
+                # a Ray actor died (Ray's error, or gloo's "Connection closed by peer" while sending it
+                # the weights): the stream restarts the actors before the next batch
+                self._send_error = ConnectionError(f"a Ray actor died while weights were sent: {err!r}")
 
     def close(self) -> None:
         """Shut the workers down (idempotent)."""
