@@ -16,6 +16,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +39,13 @@ def actors(proc: psutil.Process) -> list[psutil.Process]:
         if "spawn_main" in cmdline or (cmdline.startswith("ray::") and "Collector" in cmdline):
             found.append(child)
     return found
+
+
+def start_end_medians(samples: list[dict], key: str) -> list[float] | None:
+    """Median of the 2nd-6th samples and of the last 5: memory at the start (after start-up) and at the end."""
+    if len(samples) < 11:
+        return None
+    return [statistics.median(s[key] for s in samples[1:6]), statistics.median(s[key] for s in samples[-5:])]
 
 
 def frames_per_second(history: list, start_ms: float, end_ms: float) -> float | None:
@@ -102,6 +110,7 @@ def main() -> None:
                 "learner_rss_mb": round(rss_mb([learner]), 1),
                 "actors_rss_mb": round(rss_mb(actors(learner)), 1),
                 "kills": kills,
+                "processes": len(learner.children(recursive=True)),  # restarts must not leave any behind
             }
             samples.append(sample)
             print(json.dumps(sample), flush=True)
@@ -118,6 +127,7 @@ def main() -> None:
         key: client.get_metric_history(run.info.run_id, key)
         for key in ("frames", "faults/actor_restarts", "episode/return")
     }
+    every = args.kill_every
     summary = {
         "minutes": round((time.time() - start) / 60, 1),
         "alive_until_stopped": alive,
@@ -136,9 +146,17 @@ def main() -> None:
         )
         if kill_times
         else None,
+        # each window holds one kill and its restart
+        "frames_per_s_every_kill_interval": [
+            frames_per_second(history["frames"], (start + k * every) * 1000, (start + (k + 1) * every) * 1000)
+            for k in range(int((stopped - start) // every) + 1)
+        ],
         "episode_return_last": history["episode/return"][-1].value if history["episode/return"] else None,
         "learner_rss_mb_first_last": [samples[0]["learner_rss_mb"], samples[-1]["learner_rss_mb"]] if samples else None,
         "actors_rss_mb_first_last": [samples[0]["actors_rss_mb"], samples[-1]["actors_rss_mb"]] if samples else None,
+        # RSS moves by ~10% from sample to sample (batches in flight): medians of 5 samples, start-up skipped
+        "learner_rss_mb_start_end_median5": start_end_medians(samples, "learner_rss_mb"),
+        "actors_rss_mb_start_end_median5": start_end_medians(samples, "actors_rss_mb"),
     }
     print(json.dumps(summary))
 
