@@ -111,6 +111,7 @@ def main() -> None:
                 "actors_rss_mb": round(rss_mb(actors(learner)), 1),
                 "kills": kills,
                 "processes": len(learner.children(recursive=True)),  # restarts must not leave any behind
+                "learner_threads": learner.num_threads(),  # nor threads (Ray's, gloo's) in the learner
             }
             samples.append(sample)
             print(json.dumps(sample), flush=True)
