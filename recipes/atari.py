@@ -10,7 +10,7 @@ python recipes/atari.py fit --data.env_id ALE/Breakout-v5 --ckpt_path last   # r
 python recipes/atari.py test --data.env_id ALE/Breakout-v5 --ckpt_path last  # play evaluation games
 """
 
-from impala_lit.app.cli import ImpalaCLI, cpu_has_native_bf16, fastest_precision
+from impala_lit.agent.networks import cpu_has_native_bf16, fastest_precision
 
 # Each setting's reason in one line; measured on Pong and the suite (docs/benchmarks/pong.md, atari.md).
 DEFAULTS = {
@@ -48,6 +48,8 @@ PONG = {
 
 
 def main(defaults: dict = DEFAULTS, experiment: str = "atari-{game}") -> None:
+    from impala_lit.app.cli import ImpalaCLI  # not at the top: the actors would import Lightning too
+
     ImpalaCLI(experiment=experiment, defaults=defaults, learner="impala_lit.APPOModule")
 
 

@@ -3,8 +3,6 @@
 python recipes/cartpole.py fit
 """
 
-from impala_lit.app.cli import ImpalaCLI
-
 DEFAULTS = {
     "data.env_id": "CartPole-v1",
     "data.num_workers": 2,
@@ -25,6 +23,8 @@ DEFAULTS = {
 
 
 def main() -> None:
+    from impala_lit.app.cli import ImpalaCLI  # not at the top: the actors would import Lightning too
+
     ImpalaCLI(experiment="cartpole", defaults=DEFAULTS)
 
 

@@ -12,7 +12,7 @@ name would stand in for the procgen package in every recipe (TorchRL imports ``p
 Needs the procgen package: ``./setup.sh`` installs it (``requirements-procgen.txt``).
 """
 
-from impala_lit.app.cli import ImpalaCLI, cpu_has_native_bf16, fastest_precision
+from impala_lit.agent.networks import cpu_has_native_bf16, fastest_precision
 
 DEFAULTS = {
     # StarPilot's rewards come every few steps, so a short run shows learning; CoinRun pays once, at the end
@@ -40,6 +40,8 @@ DEFAULTS = {
 
 
 def main() -> None:
+    from impala_lit.app.cli import ImpalaCLI  # not at the top: the actors would import Lightning too
+
     ImpalaCLI(experiment="procgen", defaults=DEFAULTS)
 
 

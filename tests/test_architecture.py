@@ -61,3 +61,23 @@ def test_the_learner_and_evaluation_touch_the_data_module_only_through_rollout_s
         uses = re.findall(r"datamodule(?:\.\w+)?", text)
         assert set(uses) <= {"datamodule"}, f"{path.name} reads {sorted(set(uses) - {'datamodule'})}"
         assert "getattr(" not in text and "hasattr(" not in text, path.name
+
+
+def test_every_public_name_resolves() -> None:
+    import impala_lit
+
+    for name in impala_lit.__all__:
+        assert getattr(impala_lit, name).__name__ == name
+
+
+def test_the_actor_side_imports_neither_lightning_nor_mlflow() -> None:
+    """Spawned actors import what they unpickle; Lightning and MLflow would cost each one seconds."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, impala_lit, impala_lit.actors.stream, impala_lit.envs, impala_lit.agent.networks\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'mlflow', 'torchmetrics'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from impala_lit.app.cli import fastest_precision
+from impala_lit.agent.networks import fastest_precision
 
 from .conftest import ROOT, run_recipe, run_recipe_in_process
 

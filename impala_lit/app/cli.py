@@ -55,24 +55,6 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get("IMPALA_LIT_CHECKPOINT_DIR") or Path.cwd() / "checkpoints")
 
 
-def fastest_precision() -> str:
-    """The learner precision that measured fastest on this kind of hardware (docs/benchmarks/throughput.md).
-
-    ``bf16-mixed`` on a CPU with native bf16 (AVX512-BF16 or AMX): 2.0-2.25x the fp32 learner
-    step; ``32-true`` on a GPU (H100: fp32 239k vs bf16 216k frames/s, the Nature CNN is too
-    small to gain) and on CPUs that would only emulate bf16.
-    """
-    if torch.cuda.is_available():
-        return "32-true"
-    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), not by emulation."""
-    probes = [getattr(torch.cpu, f"_is_{name}_supported", None) for name in ("avx512_bf16", "amx_tile")]
-    return any(probe is not None and probe() for probe in probes)
-
-
 class MLflowSaveConfig(SaveConfigCallback):
     """Logs the resolved config to the MLflow run: as ``config.yaml`` and as flat params.
 
