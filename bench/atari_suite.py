@@ -159,7 +159,7 @@ def plot(client: mlflow.MlflowClient, names: list[str], games: list[str], path: 
         for game in games
         for curve in runs_of(client, game, name)
     ]
-    draw(curves, "Atari games, one set of settings: human-normalised score (%)", path)
+    draw(curves, "Atari games, one set of settings", path, ylabel="human-normalised score (%), last 100 games")
 
 
 def run_suite(client: mlflow.MlflowClient, name: str, games: list[str], seeds: list[int], frames: float,

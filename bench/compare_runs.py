@@ -66,7 +66,7 @@ def table(curves: list[Curve], thresholds: list[float]) -> str:
     return "\n".join(rows)
 
 
-def plot(curves: list[Curve], title: str, path: str) -> None:
+def plot(curves: list[Curve], title: str, path: str, ylabel: str = "mean return, last 100 games") -> None:
     """Every run's 100-game mean against frames (left) and wall minutes (right)."""
     fig = Figure(figsize=(11, 4), dpi=100)
     by_frames, by_minutes = fig.subplots(1, 2, sharey=True)
@@ -75,7 +75,7 @@ def plot(curves: list[Curve], title: str, path: str) -> None:
         by_minutes.plot(c.minutes, c.returns, label=c.run_name)
     by_frames.set_xlabel("emulator frames (millions)")
     by_minutes.set_xlabel("wall minutes")
-    by_frames.set_ylabel("mean return, last 100 games")
+    by_frames.set_ylabel(ylabel)
     for ax in (by_frames, by_minutes):
         ax.grid(alpha=0.3)
     by_minutes.legend(fontsize=7)
