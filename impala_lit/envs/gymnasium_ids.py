@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,5 +62,10 @@ class GymSpec(EnvSpec):
         return gym.make(self.env_id, render_mode=render_mode)
 
     def make_batched(self, num_envs: int) -> TransformedEnv:
-        make_one = functools.partial(torchrl_env, self.make_gym)
-        return add_game_score(serial_env(make_one, num_envs), self.clip_rewards)
+        # gymnasium's own vector env under one TorchRL wrapper: 2.4x the steps/s of a SerialEnv of wrappers
+        # on CartPole (docs/benchmarks/cartpole.md)
+        check_registered(self.env_id)
+        same_step = gym.vector.AutoresetMode.SAME_STEP  # what TorchRL's vector-env wrapper supports
+        vector = gym.vector.SyncVectorEnv([self.make_gym] * num_envs, autoreset_mode=same_step)
+        env = GymWrapper(vector, categorical_action_encoding=True)
+        return add_game_score(env if isinstance(env, TransformedEnv) else TransformedEnv(env), self.clip_rewards)
