@@ -64,7 +64,6 @@ class GymSpec(EnvSpec):
     def make_batched(self, num_envs: int) -> TransformedEnv:
         # gymnasium's own vector env under one TorchRL wrapper: 2.4x the steps/s of a SerialEnv of wrappers
         # on CartPole (docs/benchmarks/cartpole.md)
-        check_registered(self.env_id)
         same_step = gym.vector.AutoresetMode.SAME_STEP  # what TorchRL's vector-env wrapper supports
         vector = gym.vector.SyncVectorEnv([self.make_gym] * num_envs, autoreset_mode=same_step)
         env = GymWrapper(vector, categorical_action_encoding=True)
