@@ -148,6 +148,7 @@ def test_a_bad_setting_ends_the_real_command_in_one_line(tmp_path, no_stray_work
         (["--model.entropy_cost=x"], "model.entropy_cost: must be a number >= 0, got 'x'"),
         (["--data.fire_reset=maybe"], "data.fire_reset: must be true or false, got maybe"),
         (["--data.sticky_actions=1"], "data.sticky_actions: must be a number in [0, 1), got 1"),
+        (["--trainer.logger.init_args.retry_s=0"], "trainer.logger.retry_s: must be a number > 0, got 0"),
         # a subclass's own setting, typed in its own signature
         (
             ["--model=impala_lit.APPOModule", "--model.clip_range=1.5"],

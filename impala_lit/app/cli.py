@@ -143,8 +143,8 @@ def one_line_parse_error(message: str, classes: dict[str, type]) -> str:
     if not (head.startswith('Parser key "') and head.endswith('":')):
         return " ".join(lines[:2])[:300]
     key = head.removeprefix('Parser key "').removesuffix('":').replace(".init_args.", ".")
-    if "." not in key:  # the learner's settings are parsed by a parser of their own (subclass mode)
-        key = f"model.{key}"
+    if "." not in key:  # the learner's and the logger's settings are parsed by parsers of their own
+        key = "trainer.logger." + key if setting_type(classes.get("trainer.logger"), key) else f"model.{key}"
     group, _, name = key.rpartition(".")
     allowed = allowed_values(setting_type(classes.get(group), name))
     given = _given_value(lines[1:])
@@ -264,6 +264,7 @@ class ImpalaCLI(LightningCLI):
             "eval": EvaluationCallback,
             "checkpoint": ImpalaCheckpoint,
             "progress": TrainingProgress,
+            "trainer.logger": ImpalaMLFlowLogger,
         }
         kwargs.setdefault("parser_class", type("ImpalaArgumentParser", (OneLineErrorParser,), {"classes": classes}))
         kwargs.setdefault("seed_everything_default", 0)

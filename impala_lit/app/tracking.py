@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from jsonargparse.typing import PositiveFloat
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -67,16 +68,17 @@ class ImpalaMLFlowLogger(MLFlowLogger):
       the module's hyperparameters is skipped (the config holds them, with readable names).
     - ``finalize`` uses ``stop_status`` when set (``KILLED`` after Ctrl-C / SIGTERM).
     - A tracking server that stops answering does not stop training: metrics are kept (up to
-      ``PENDING_MAX`` rows), a warning says so, sending is tried again every ``RETRY_S`` seconds,
+      ``PENDING_MAX`` rows), a warning says so, sending is tried again every ``retry_s`` seconds,
       and when the server answers the kept rows go first and ``faults/tracking_outage_s`` records
       the gap. The curves have no hole.
     """
 
-    RETRY_S = 30.0
     PENDING_MAX = 200_000  # metric rows: hours of logging every 10 steps
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, retry_s: PositiveFloat = 30.0, **kwargs: Any):
+        """``retry_s``: seconds between tries to reach a tracking server that stopped answering."""
         super().__init__(*args, **kwargs)
+        self.retry_s = float(retry_s)
         self._resuming = kwargs.get("run_id") is not None
         self.stop_status: str | None = None
         self._config_logged = False
@@ -153,7 +155,7 @@ class ImpalaMLFlowLogger(MLFlowLogger):
                 reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
                 warnings.warn(f"the MLflow tracking server at {self.tracking_uri} does not answer ({reason}): "
                               f"training goes on and its metrics are kept until it answers", stacklevel=2)  # fmt: skip
-            self._next_try = time.monotonic() + self.RETRY_S
+            self._next_try = time.monotonic() + self.retry_s
             return False
         if self._outage_since is not None:
             gap = time.monotonic() - self._outage_since
