@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401 - now: its console handler keeps the stream of import time, not a test's capture
 import mlflow
 import psutil
 import pytest
