@@ -32,18 +32,15 @@ class SlowSteps(ImpalaModule):
 
 
 class NaNLoss(ImpalaModule):
-    """The loss is NaN at the steps listed in ``$IMPALA_LIT_NAN_STEPS`` (``3,4`` or ``3-``: from 3 on)."""
+    """The loss is NaN at the steps listed in ``$IMPALA_LIT_NAN_STEPS`` (``3,4``; ``10-``: from 10 on)."""
 
     def loss(self, batch):
         import os
 
         terms = super().loss(batch)
-        spec = os.environ.get("IMPALA_LIT_NAN_STEPS", "")
-        if spec.endswith("-"):
-            bad = self.global_step >= int(spec[:-1])
-        else:
-            bad = self.global_step in {int(s) for s in spec.split(",") if s}
-        if bad:
+        items = [s for s in os.environ.get("IMPALA_LIT_NAN_STEPS", "").split(",") if s]
+        step = self.global_step
+        if any(step >= int(s[:-1]) if s.endswith("-") else step == int(s) for s in items):
             terms["loss"] = terms["loss"] * float("nan")
         return terms
 
