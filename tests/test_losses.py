@@ -90,6 +90,12 @@ def test_appo_makes_epochs_x_minibatches_updates_per_batch(tmp_path) -> None:
     assert ckpt["impala"]["frames"] == 3 * 32 * 20 and ckpt["impala"]["policy_version"] == 3  # weights sent per batch
     steps = {int(state["step"]) for state in ckpt["optimizer_states"][0]["state"].values()}
     assert steps == {3 * 2 * 4}  # RMSProp stepped once per minibatch update
+    run_id = run.only_run("cartpole").info.run_id
+    client = run.client()
+    assert len(client.get_metric_history(run_id, "loss/total")) == 3  # metrics once per batch, not per update
+    assert len(client.get_metric_history(run_id, "grad_norm")) == 3
+    metrics = run.only_run("cartpole").data.metrics  # each game counted once, not once per epoch:
+    assert metrics["episode/games"] * metrics["episode/length"] <= 3 * 32 * 20  # its steps fit in the frames seen
 
 
 def test_mean_reduction_divides_every_term_by_the_steps_in_the_batch() -> None:

@@ -52,7 +52,10 @@ class APPOModule(ImpalaModule):
         if self._update % minibatches == 0:  # a new epoch: reshuffle the rollouts
             self._order = torch.randperm(batch.shape[0], device=batch.device)
         rows = self._order.chunk(minibatches)[self._update % minibatches]
-        return self._train_on(batch[rows], new_steps=self.new_steps(batch) if self._update == 0 else 0)
+        if self._update > 0:
+            return self._train_on(batch[rows], new_steps=0, log=False)
+        # the batch's frames, games and metrics once, at its first update (as IMPALA's: before the update)
+        return self._train_on(batch[rows], new_steps=self.new_steps(batch), games=batch)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         """``num_epochs x num_minibatches`` optimizer steps on this batch, then the weights to the actors.

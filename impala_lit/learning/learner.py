@@ -119,6 +119,7 @@ class ImpalaModule(pl.LightningModule):
         self.policy_version = 0  # weight updates sent to the actors
         self.skipped_updates = 0  # updates skipped for a non-finite loss or gradient
         self._nonfinite_in_row = 0
+        self._log_this_update = True  # False on the minibatch updates whose metrics are not logged (APPO)
         self._recent_games: deque[tuple[float, float]] = deque(maxlen=100)
         self._fps_window: deque[tuple[float, int]] = deque(maxlen=20)
         self.source: RolloutSource | NoSource = NoSource()  # set in ``setup`` from the trainer's data module
@@ -236,13 +237,17 @@ class ImpalaModule(pl.LightningModule):
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> torch.Tensor | None:
         return self._train_on(batch)
 
-    def _train_on(self, batch: TensorDictBase, new_steps: int | None = None) -> torch.Tensor | None:
-        """V-trace, loss and logging on ``batch``; the loss to optimise, or ``None`` to skip the update."""
+    def _train_on(
+        self, batch: TensorDictBase, new_steps: int | None = None, log: bool = True, games: TensorDictBase | None = None
+    ) -> torch.Tensor | None:
+        """V-trace, loss and (if ``log``) metrics on ``batch``, counting the games that end in ``games`` (default:
+        ``batch``); the loss to optimise, or ``None`` to skip the update."""
         batch = self.compute_advantages(batch)
         source_metrics = self.source.feedback(batch, self.policy_version)
         terms = self.loss(batch)
+        self._log_this_update = log
         # DDP: the global loss, so that all learners skip together (else the gradient all-reduce waits forever)
-        if not torch.isfinite(self._log_training(batch, terms, new_steps, source_metrics)):
+        if not torch.isfinite(self._log_training(batch, terms, new_steps, source_metrics, log, games)):
             self._skip_update("loss")
             return None  # Lightning skips backward and the optimizer step
         return terms["loss"]
@@ -257,7 +262,8 @@ class ImpalaModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are left as they are
             return
         self._nonfinite_in_row = 0
-        self.log("grad_norm", total)
+        if self._log_this_update:
+            self.log("grad_norm", total)
 
     def _skip_update(self, what: str) -> None:
         self.skipped_updates += 1
@@ -304,8 +310,11 @@ class ImpalaModule(pl.LightningModule):
         terms: dict[str, torch.Tensor],
         new_steps: int | None = None,
         source_metrics: dict[str, float | torch.Tensor] | None = None,
+        log: bool = True,
+        games: TensorDictBase | None = None,
     ) -> torch.Tensor:
-        """Log the step's metrics; ``new_steps`` agent steps (default: the batch's fresh ones) were not seen before.
+        """Count the frames; log the step's metrics if ``log``. ``new_steps`` agent steps (default: the
+        batch's fresh ones) were not seen before.
 
         Returns the loss averaged over all learners (non-finite if any learner's is).
         """
@@ -314,6 +323,9 @@ class ImpalaModule(pl.LightningModule):
         steps = int(fresh.sum()) * batch.shape[1] if new_steps is None else new_steps
         # global: every learner consumes a batch of the same size per step
         self.frames += steps * self.source.frames_per_step * world
+        if not log:  # Lightning's ``log`` costs ~1 ms a metric: 32 minibatch updates spent most of their time there
+            loss = terms["loss"].detach()
+            return self.trainer.strategy.reduce(loss, reduce_op="mean") if world > 1 else loss
         now = time.perf_counter()
         self._fps_window.append((now, self.frames))
         metrics = {f"loss/{k}" if k != "loss" else "loss/total": v.detach() for k, v in terms.items()}
@@ -338,10 +350,11 @@ class ImpalaModule(pl.LightningModule):
         metrics |= source_metrics or {}
         metrics["frames"] = float(self.frames)
         metrics["lr"] = self.optimizers().param_groups[0]["lr"] if self._trainer is not None else 0.0
-        over = batch.get(("next", "game_over"))
+        games = batch if games is None else games
+        over = games.get(("next", "game_over"))
         if over.any():
-            returns = batch.get(("next", "game_return"))[over].reshape(-1).tolist()
-            lengths = batch.get(("next", "game_length"))[over].reshape(-1).tolist()
+            returns = games.get(("next", "game_return"))[over].reshape(-1).tolist()
+            lengths = games.get(("next", "game_length"))[over].reshape(-1).tolist()
             self._recent_games.extend(zip(returns, lengths, strict=False))
         returns, lengths = zip(*self._recent_games, strict=False) if self._recent_games else ((), ())
         totals = [sum(returns), sum(lengths), len(returns), self.source.actor_restarts]
