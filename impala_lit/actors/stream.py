@@ -17,11 +17,9 @@ and gives up with ``ActorsFailedError`` after ``max_restarts`` failures in a row
 
 from __future__ import annotations
 
-import atexit
 import copy
 import ctypes
 import functools
-import gc
 import multiprocessing
 import os
 import signal
@@ -101,8 +99,6 @@ def _worker_env(env: EnvSpec, num_envs: int, transforms: tuple[Transform, ...] =
     if multiprocessing.parent_process() is not None:  # an actor process (the learner calls this for specs)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         quiet_actor_console()
-        # the interpreter's last garbage collection of torch's objects held each actor ~6 s after it closed
-        atexit.register(gc.freeze)
         if sys.platform == "linux":
             PR_SET_PDEATHSIG = 1
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

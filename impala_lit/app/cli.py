@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import functools
-import gc
 import importlib
 import inspect
 import os
@@ -130,12 +127,6 @@ def read_checkpoint(path: Path, fallbacks: list[Path] = ()) -> dict:
             break
         hint = f"; the newest usable one is {usable} (pass it as --ckpt_path)" if usable else ""
         _fail(f"{err}{hint}")
-
-
-@functools.cache
-def _skip_the_last_collection_at_exit() -> None:
-    """The interpreter's last garbage collection, of torch's objects, took ~3 s of every command's exit."""
-    atexit.register(gc.freeze)
 
 
 def _fail(message: str) -> NoReturn:
@@ -278,7 +269,6 @@ class ImpalaCLI(LightningCLI):
         kwargs.setdefault("parser_class", type("ImpalaArgumentParser", (OneLineErrorParser,), {"classes": classes}))
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", self.trainer_defaults())
-        _skip_the_last_collection_at_exit()
         self.stop_on_signal = StopOnSignal()
         try:
             super().__init__(**kwargs)  # parses, instantiates and runs the subcommand
