@@ -82,6 +82,7 @@ def test_non_finite_losses_are_skipped_and_counted_until_too_many_in_a_row_stop_
     assert "Traceback" not in run.stderr
     last = torch.load(run.checkpoints / "last.ckpt", weights_only=True)
     assert last["global_step"] >= 8 and _weights_finite(run.checkpoints / "last.ckpt")
+    assert last["impala"]["skipped_updates"] >= 4  # 3, 4, 10, 11 (and 12): the counter is checkpointed
     client = run.client()
     (mlflow_run,) = client.search_runs([client.get_experiment_by_name("cartpole").experiment_id])
     skipped = {m.step: m.value for m in client.get_metric_history(mlflow_run.info.run_id, "faults/skipped_updates")}
