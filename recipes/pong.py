@@ -17,4 +17,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # required: TorchRL starts its actor processes with spawn
-    main()
+    from impala_lit.app.process import run_and_exit
+
+    run_and_exit(main)
