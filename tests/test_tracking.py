@@ -54,12 +54,9 @@ def _start_server(folder: Path, port: int) -> subprocess.Popen:
 
 
 def _stop_server(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+    # the server and its workers, at once: on SIGTERM it waited ~12 s for the run's open connections
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
 
 
 @pytest.fixture
@@ -74,7 +71,7 @@ def mlflow_server(tmp_path):
 
 @pytest.mark.slow
 def test_a_tracking_server_that_goes_away_mid_run_costs_no_metrics(tmp_path, no_stray_workers) -> None:
-    """The server is stopped 20 s mid-run, then started again on the same store: training goes on, the
+    """The server is stopped 10 s mid-run, then started again on the same store: training goes on, the
     warning says what happens, the kept metrics arrive (no hole in the curve) and the gap is recorded."""
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -98,7 +95,7 @@ def test_a_tracking_server_that_goes_away_mid_run_costs_no_metrics(tmp_path, no_
     try:
         wait_for(logging, 240, "metrics on the server", proc)
         _stop_server(server)
-        time.sleep(20)
+        time.sleep(10)
         assert proc.poll() is None, "training stopped with its tracking server"
         server = _start_server(tmp_path, port)
         wait_for(lambda: client.get_metric_history(run_id(), "faults/tracking_outage_s"), 60, "the kept metrics", proc)
@@ -115,7 +112,7 @@ def test_a_tracking_server_that_goes_away_mid_run_costs_no_metrics(tmp_path, no_
     steps = sorted(m.step for m in store.get_metric_history(run.info.run_id, "frames"))
     (outage,) = store.get_metric_history(run.info.run_id, "faults/tracking_outage_s")
     assert steps == list(range(len(steps))) and outage.step > 20  # every step, once, past the outage
-    assert outage.value >= 15 and run.info.status == "KILLED"  # the status set after the outage
+    assert outage.value >= 8 and run.info.status == "KILLED"  # the status set after the outage
 
 
 @pytest.mark.slow
