@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -150,8 +149,9 @@ class TrainingProgress(ProgressBar):
         self._start = self._last_shown = time.monotonic()
         self._frames_at_start = self._frames(pl_module)
         if self.is_enabled and trainer.is_global_zero and sys.stdout.isatty():
-            # a terminal that reports no width (a bare pty) would get every line cut to nothing
-            sized = shutil.get_terminal_size((0, 0)).columns > 0
+            # a terminal that reports no width (a bare pty) would get every line cut to nothing; asked of the
+            # terminal itself, as tqdm's redraws do, not of $COLUMNS (set by some parents, pytest-xdist's workers)
+            sized = _terminal_columns() > 0
             self._bar = tqdm(total=None, file=sys.stdout, bar_format="{desc}", dynamic_ncols=sized,
                              ncols=None if sized else 200, nrows=None if sized else 40, leave=True)  # fmt: skip
 
@@ -249,3 +249,11 @@ class TrainingProgress(ProgressBar):
     @staticmethod
     def _frames(pl_module: pl.LightningModule) -> float:
         return float(getattr(pl_module, "frames", 0.0))
+
+
+def _terminal_columns() -> int:
+    """Columns that stdout's terminal reports (0 for a bare pty that reports no size)."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return 0
