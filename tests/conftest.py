@@ -79,6 +79,26 @@ class RecipeRun:
         return result
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's default): one test per core, 2 to 4. Two even on 2 cores: one test at a time
+    kept them 57% busy (docs/testing.md); at most 4, since each test may hold a learner and its actors (~3 GB)."""
+    return max(2, min(len(os.sched_getaffinity(0)), 4))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    """Longest first, so the parallel workers finish together: the slow groups (Ray clusters, learning runs;
+    each on one worker for minutes), then the other slow tests, then the quick ones (each as collected)."""
+
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        return item.get_closest_marker("slow") is None, item.get_closest_marker("xdist_group") is None
+
+    items.sort(key=order)
+    for item in items:
+        if item.path.name == "test_vtrace.py":  # the stock-VTrace gap there depends on the tests before it
+            item.add_marker(pytest.mark.xdist_group("vtrace"))  # on one worker, in file order
+
+
 @functools.cache
 def _empty_store() -> Path:
     """An MLflow SQLite store with its tables made, copied for each recipe run: creating the tables (a chain

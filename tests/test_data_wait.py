@@ -45,7 +45,9 @@ class SlowStep(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-@pytest.mark.parametrize(("data_s", "step_s", "low", "high"), [(0.06, 0.0, 0.8, 1.0), (0.0, 0.06, 0.0, 0.2)])
+# sleeps of 0.2 s keep the loop's own time per step small beside them while another test shares the cores
+# (parallel workers): with 0.06 s the step-bound case failed once
+@pytest.mark.parametrize(("data_s", "step_s", "low", "high"), [(0.2, 0.0, 0.8, 1.0), (0.0, 0.2, 0.0, 0.2)])
 def test_wait_share_follows_who_is_slower(data_s: float, step_s: float, low: float, high: float, tmp_path) -> None:
     module = SlowStep(step_s)
     trainer = pl.Trainer(
@@ -61,4 +63,4 @@ def test_wait_share_follows_who_is_slower(data_s: float, step_s: float, low: flo
     assert len(module.wait_frac) >= 10  # logged from the second step on
     assert low <= module.wait_frac[-1] <= high, module.wait_frac
     step = float(trainer.callback_metrics["time/step_s"])
-    assert step_s <= step < step_s + 0.05
+    assert step_s <= step < step_s + 0.1

@@ -106,6 +106,7 @@ def test_a_killed_actor_is_restarted_and_counted(tmp_path, no_stray_workers) -> 
     assert max(m.value for m in restarts) == 1 and run.info.status == "FINISHED"
 
 
+@pytest.mark.xdist_group("ray")
 def test_a_killed_ray_actor_is_restarted_and_sigterm_still_stops_cleanly(tmp_path, no_stray_workers) -> None:
     """Ray actors: a killed one is restarted and counted (its death may surface while weights are sent
     to it); SIGTERM still ends the run cleanly, though ray.init installs a handler of its own."""

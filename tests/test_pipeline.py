@@ -78,6 +78,10 @@ def test_actors_stream_batches_and_receive_weights(no_stray_workers) -> None:
     assert stream.collector is None
 
 
+# the tests of the shared fit run on one xdist worker, so the fit runs once
+shares_the_fit = pytest.mark.xdist_group("cartpole_run")
+
+
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cartpole")
@@ -91,6 +95,7 @@ def cartpole_run(tmp_path_factory):
     return run, workdir
 
 
+@shares_the_fit
 def test_fit_logs_the_training_metrics_to_mlflow(cartpole_run) -> None:
     run, _ = cartpole_run
     mlflow_run = run.only_run("cartpole")
@@ -118,6 +123,7 @@ def test_fit_logs_the_training_metrics_to_mlflow(cartpole_run) -> None:
     assert mlflow_run.info.run_name.startswith("ImpalaModule-mlp-CartPole-v1-")
 
 
+@shares_the_fit
 def test_fit_writes_checkpoints_that_load_without_arguments(cartpole_run) -> None:
     run, _ = cartpole_run
     names = sorted(p.name for p in run.checkpoints.iterdir())
@@ -132,6 +138,7 @@ def test_fit_writes_checkpoints_that_load_without_arguments(cartpole_run) -> Non
     assert td["action"].shape == (3,)
 
 
+@shares_the_fit
 def test_the_console_shows_frames_of_the_budget_eta_and_return_then_a_summary(cartpole_run) -> None:
     run, _ = cartpole_run
     lines = run.stdout.splitlines()
@@ -187,6 +194,7 @@ def test_on_a_terminal_the_status_line_is_redrawn_in_place(tmp_path) -> None:
     assert "training ended by the step budget" in text
 
 
+@shares_the_fit
 def test_test_subcommand_plays_evaluation_games(cartpole_run) -> None:
     run, workdir = cartpole_run
     ckpt = run.checkpoints / "last.ckpt"

@@ -13,6 +13,7 @@ from impala_lit.testing import _status, local_ray_cluster
 pytestmark = pytest.mark.slow  # two real Ray clusters
 
 
+@pytest.mark.xdist_group("ray")
 def test_a_test_cluster_stops_only_what_it_started() -> None:
     home_token = Path.home() / ".ray" / "auth_token"
     had_home_token = home_token.exists()

@@ -191,6 +191,7 @@ def test_pong_with_an_lstm_fits_resumes_and_plays_without_flags(tmp_path, no_str
     assert len(errors) == 1 and "model.core: is 'gru' but" in errors[0] and "trained with 'lstm'" in errors[0]
 
 
+@pytest.mark.xdist_group("ray")
 @pytest.mark.slow
 def test_ray_actors_carry_the_state(tmp_path, no_stray_workers) -> None:
     """Ray actors (TorchRL's ``RayCollector``) with an LSTM core: the learner's replay agrees with them."""

@@ -50,6 +50,7 @@ def ray_cluster():
         yield cluster
 
 
+@pytest.mark.xdist_group("ray")
 @pytest.mark.slow
 def test_ray_actors_on_a_two_node_cluster_train_cartpole_to_450(tmp_path, ray_cluster, no_stray_workers) -> None:
     # two actors of 1 CPU on two 1-CPU nodes: one on each node (the run would wait forever otherwise); the
