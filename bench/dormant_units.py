@@ -54,7 +54,7 @@ def dead_units(checkpoint: dict, threshold: float = 1e-6) -> list[tuple[str, int
     for name, moment in squared_gradients(checkpoint):
         if moment.dim() < 2:  # biases and scalars: no units of their own
             continue
-        per_unit = moment.float().reshape(moment.shape[0], -1).sum(1).sqrt()
+        per_unit = moment.reshape(moment.shape[0], -1).sum(1).sqrt()
         rows.append((name, int((per_unit < threshold).sum()), moment.shape[0]))
     return rows
 
