@@ -67,14 +67,14 @@ def table(curves: list[Curve], thresholds: list[float]) -> str:
 
 
 def plot(curves: list[Curve], title: str, path: str, ylabel: str = "mean return, last 100 games") -> None:
-    """Every run's 100-game mean against frames (left) and wall minutes (right)."""
+    """Every run's 100-game mean against frames (left) and minutes of training (right)."""
     fig = Figure(figsize=(11, 4), dpi=100)
     by_frames, by_minutes = fig.subplots(1, 2, sharey=True)
     for c in curves:
         by_frames.plot([f / 1e6 for f in c.frames], c.returns, label=c.run_name)
         by_minutes.plot(c.minutes, c.returns, label=c.run_name)
     by_frames.set_xlabel("emulator frames (millions)")
-    by_minutes.set_xlabel("wall minutes")
+    by_minutes.set_xlabel("minutes of training")
     by_frames.set_ylabel(ylabel)
     for ax in (by_frames, by_minutes):
         ax.grid(alpha=0.3)

@@ -9,12 +9,12 @@ import mlflow
 
 @dataclass(frozen=True)
 class Curve:
-    """One run's 100-game mean return against frames and wall minutes, one point per logged step."""
+    """One run's 100-game mean return against frames and minutes of training, one point per logged step."""
 
     run_name: str
     run_id: str
     frames: list[float]
-    minutes: list[float]  # since the run started (a resumed run's pause counts)
+    minutes: list[float]  # of training (``time/train_min``); wall minutes since the start for older runs
     returns: list[float]
 
     @property
@@ -38,17 +38,22 @@ class Curve:
 
 
 def load_curve(client: mlflow.MlflowClient, run_id: str) -> Curve:
-    """``episode/return`` and ``frames`` of one run, joined on the learner step."""
+    """``episode/return``, ``frames`` and training minutes of one run, joined on the learner step.
+
+    Runs logged before ``time/train_min`` existed get wall minutes since the run's start, in which a
+    resumed run's pause counts.
+    """
     run = client.get_run(run_id)
     frames = {m.step: m.value for m in client.get_metric_history(run_id, "frames")}
+    train_min = {m.step: m.value for m in client.get_metric_history(run_id, "time/train_min")}
     history = sorted(client.get_metric_history(run_id, "episode/return"), key=lambda m: m.step)
-    points = [m for m in history if m.step in frames]
+    points = [m for m in history if m.step in frames and (not train_min or m.step in train_min)]
     start = run.info.start_time
     return Curve(
         run_name=run.info.run_name,
         run_id=run_id,
         frames=[frames[m.step] for m in points],
-        minutes=[(m.timestamp - start) / 60_000 for m in points],
+        minutes=[train_min[m.step] if train_min else (m.timestamp - start) / 60_000 for m in points],
         returns=[m.value for m in points],
     )
 

@@ -14,8 +14,8 @@ class RecordsResume(ImpalaModule):
     """Saves, at the first training step of the process, what a resume must have restored.
 
     Written to ``$IMPALA_LIT_PROBE`` with ``torch.save``: global step, frames, policy version,
-    learning rate, optimizer state, the oldest policy version in the first batch and whether
-    the actors' weights equal the learner's.
+    training seconds so far, the 100-game window, learning rate, optimizer state, the oldest policy
+    version in the first batch and whether the actors' weights equal the learner's.
     """
 
     _recorded = False
@@ -32,6 +32,8 @@ class RecordsResume(ImpalaModule):
                     "global_step": self.global_step,
                     "frames": self.frames,
                     "policy_version": self.policy_version,
+                    "train_seconds": self.train_seconds,
+                    "recent_games": list(self._recent_games),
                     "lr": self.optimizers().param_groups[0]["lr"],
                     "optimizer": self.optimizers().optimizer.state_dict(),
                     "batch_min_version": int(batch["policy_version"].min()),

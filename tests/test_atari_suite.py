@@ -49,3 +49,17 @@ def test_an_interrupted_suite_skips_finished_runs_and_resumes_the_unfinished(tmp
         ("atari", "base", 1, [*game, "--ckpt_path=last", "--model.rms_eps=0.01"]),
         ("atari", "base", 2, [*game, "--model.rms_eps=0.01"]),
     ]
+
+
+def test_minutes_are_of_training_so_a_resumed_runs_pause_does_not_count(tmp_path: Path) -> None:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("atari-breakout"), run_name="base-s0")
+    start = run.info.start_time
+    # 40 and 55 minutes of training; the second point logged after a 30-minute pause (a resume)
+    for step, (train_min, wall_min, value) in enumerate([(40.0, 40.0, 5.0), (55.0, 85.0, 20.0)]):
+        stamp = int(start + wall_min * 60_000)
+        for key, logged in [("frames", (step + 1) * 4e6), ("time/train_min", train_min), ("episode/return", value)]:
+            client.log_metric(run.info.run_id, key, logged, timestamp=stamp, step=step)
+    curve = atari_suite.load_curve(client, run.info.run_id)
+    assert curve.minutes == [40.0, 55.0]
+    assert atari_suite.score_at_minutes(curve, 60.0) == 20.0  # by the wall clock, 5.0

@@ -22,6 +22,7 @@ TRAINING_METRICS = [
     "frames",
     "time/data_wait_frac",
     "time/step_s",
+    "time/train_min",
     "fps",
     "episode/return",
     "episode/length",

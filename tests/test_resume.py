@@ -48,6 +48,11 @@ def test_sigkill_then_resume_continues_exactly_in_the_same_mlflow_run(tmp_path, 
     assert probe["global_step"] == saved["global_step"]
     assert probe["frames"] == saved["impala"]["frames"] == saved["global_step"] * 32 * 20
     assert probe["policy_version"] == saved["impala"]["policy_version"] == saved["global_step"]
+    # the 100-game window goes on, so the resumed run's first means are not over its first 1-2 games
+    assert len(saved["impala"]["recent_games"]) > 0
+    assert probe["recent_games"] == [tuple(game) for game in saved["impala"]["recent_games"].tolist()]
+    # training time goes on from the saved one; the pause between the two processes does not count
+    assert saved["impala"]["train_seconds"] <= probe["train_seconds"] < saved["impala"]["train_seconds"] + 60
     scheduler = saved["lr_schedulers"][0]
     assert probe["lr"] == pytest.approx(scheduler["_last_lr"][0])
     assert scheduler["last_epoch"] == saved["global_step"]  # the schedule continues, not restarts
@@ -71,6 +76,8 @@ def test_sigkill_then_resume_continues_exactly_in_the_same_mlflow_run(tmp_path, 
     assert steps == set(range(40)) - lost  # one x-axis (Lightning logs step i for the i-th update), no other gap
     # no reset: the frame counter continued (steps between the checkpoint and the kill were replayed)
     assert all(m.value == (m.step + 1) * 32 * 20 for m in frames)
+    minutes = client.get_metric_history(run.info.run_id, "time/train_min")  # read by bench/curves.py
+    assert {m.step for m in minutes} == steps and all(m.value > 0 for m in minutes)
 
 
 def test_a_branch_of_a_checkpoint_trains_on_in_a_new_run_with_the_changed_setting(tmp_path, no_stray_workers) -> None:

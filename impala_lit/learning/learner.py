@@ -120,7 +120,9 @@ class ImpalaModule(pl.LightningModule):
         self.skipped_updates = 0  # updates skipped for a non-finite loss or gradient
         self._nonfinite_in_row = 0
         self._log_this_update = True  # False on the minibatch updates whose metrics are not logged (APPO)
-        self._recent_games: deque[tuple[float, float]] = deque(maxlen=100)
+        self._recent_games: deque[tuple[float, float]] = deque(maxlen=100)  # (raw score, length); checkpointed
+        self._train_seconds_before = 0.0  # training time of the processes this run was resumed from
+        self._train_start: float | None = None
         self._fps_window: deque[tuple[float, int]] = deque(maxlen=20)
         self.source: RolloutSource | NoSource = NoSource()  # set in ``setup`` from the trainer's data module
 
@@ -128,6 +130,15 @@ class ImpalaModule(pl.LightningModule):
         """Take the data module as the ``RolloutSource`` when it is one (batches fed by hand need none)."""
         datamodule = self.trainer.datamodule
         self.source = datamodule if isinstance(datamodule, RolloutSource) else NoSource()
+
+    def on_train_start(self) -> None:
+        self._train_start = time.perf_counter()
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds of training in this run, over every process of it (a resumed run's pause does not count)."""
+        running = time.perf_counter() - self._train_start if self._train_start is not None else 0.0
+        return self._train_seconds_before + running
 
     # -- networks -----------------------------------------------------------------------------
     @property
@@ -349,6 +360,7 @@ class ImpalaModule(pl.LightningModule):
         metrics["policy_lag"] = self.policy_version - behaviour_version.mean()  # of the actors' fresh rollouts
         metrics |= source_metrics or {}
         metrics["frames"] = float(self.frames)
+        metrics["time/train_min"] = self.train_seconds / 60
         metrics["lr"] = self.optimizers().param_groups[0]["lr"] if self._trainer is not None else 0.0
         games = batch if games is None else games
         over = games.get(("next", "game_over"))
@@ -410,6 +422,9 @@ class ImpalaModule(pl.LightningModule):
             "frames": self.frames,
             "policy_version": self.policy_version,
             "skipped_updates": self.skipped_updates,
+            "train_seconds": self.train_seconds,
+            # the 100-game window of ``episode/return``: a resumed run's first means are not over 1-2 games
+            "recent_games": torch.tensor(list(self._recent_games), dtype=torch.float64).reshape(-1, 2),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "python": random.getstate(),
@@ -426,6 +441,11 @@ class ImpalaModule(pl.LightningModule):
         self.frames = int(state.get("frames", 0))
         self.policy_version = int(state.get("policy_version", 0))
         self.skipped_updates = int(state.get("skipped_updates", 0))
+        self._train_seconds_before = float(state.get("train_seconds", 0.0))
+        games = state.get("recent_games")
+        self._recent_games.clear()
+        if games is not None:
+            self._recent_games.extend(tuple(game) for game in games.tolist())
         rng = state.get("rng")
         if rng is not None:  # the learner's random streams continue where they stopped
             torch.set_rng_state(rng["torch"])
