@@ -71,8 +71,10 @@ def plot(curves: list[Curve], title: str, path: str, ylabel: str = "mean return,
     fig = Figure(figsize=(11, 4), dpi=100)
     by_frames, by_minutes = fig.subplots(1, 2, sharey=True)
     for c in curves:
-        by_frames.plot([f / 1e6 for f in c.frames], c.returns, label=c.run_name)
-        by_minutes.plot(c.minutes, c.returns, label=c.run_name)
+        points = [p for p, ok in zip(zip(c.frames, c.minutes, c.returns, strict=True), c.settled(), strict=True) if ok]
+        frames, minutes, returns = zip(*points, strict=True) if points else ((), (), ())
+        by_frames.plot([f / 1e6 for f in frames], returns, label=c.run_name)
+        by_minutes.plot(minutes, returns, label=c.run_name)
     by_frames.set_xlabel("emulator frames (millions)")
     by_minutes.set_xlabel("minutes of training")
     by_frames.set_ylabel(ylabel)

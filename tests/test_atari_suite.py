@@ -63,3 +63,29 @@ def test_minutes_are_of_training_so_a_resumed_runs_pause_does_not_count(tmp_path
     curve = atari_suite.load_curve(client, run.info.run_id)
     assert curve.minutes == [40.0, 55.0]
     assert atari_suite.score_at_minutes(curve, 60.0) == 20.0  # by the wall clock, 5.0
+
+
+def test_older_runs_without_training_minutes_leave_out_the_pause_of_a_resume(tmp_path: Path) -> None:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("atari-breakout"), run_name="base-s0")
+    start = run.info.start_time
+    for step, wall_min in enumerate([1.0, 2.0, 40.0, 41.0]):  # stopped after 2 minutes, resumed at 39
+        stamp = int(start + wall_min * 60_000)
+        client.log_metric(run.info.run_id, "frames", (step + 1) * 1e6, timestamp=stamp, step=step)
+        client.log_metric(run.info.run_id, "episode/return", 1.0, timestamp=stamp, step=step)
+    assert atari_suite.load_curve(client, run.info.run_id).minutes == pytest.approx([1.0, 2.0, 2.0, 3.0])
+
+
+def test_means_over_a_window_that_shrank_reach_no_threshold(tmp_path: Path) -> None:
+    """A run resumed before the window was in the checkpoint logged means over its first few games;
+    a young run's window that is still filling counts."""
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("pong"), run_name="base-s0")
+    points = [(-20.0, 3), (-15.0, 60), (8.0, 100), (19.4, 3), (9.0, 40), (18.5, 100)]
+    for step, (value, games) in enumerate(points):
+        for key, logged in [("frames", (step + 1) * 1e6), ("episode/return", value), ("episode/games", games)]:
+            client.log_metric(run.info.run_id, key, logged, step=step)
+    curve = atari_suite.load_curve(client, run.info.run_id)
+    assert curve.settled() == [True, True, True, False, False, True]
+    assert curve.first_reached(-20.0) == (1e6, curve.minutes[0])
+    assert curve.first_reached(18.0) == (6e6, curve.minutes[5]) and curve.best == 18.5
