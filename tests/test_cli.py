@@ -27,7 +27,7 @@ HYPERPARAMETERS = {
     "--data.env_id": "ALE/Pong-v5",
     "--data.num_workers": "2",
     "--data.envs_per_worker": "32",
-    "--data.unroll_length": "10",
+    "--data.unroll_length": "40",
     "--data.batch_size": "32",
     "--data.frame_skip": "4",
     "--data.noop_max": "30",
@@ -56,6 +56,7 @@ HYPERPARAMETERS = {
     "--model.max_frames": "28000000",
     "--model.clip_range": "0.2",  # Pong's default learner is APPOModule
     "--model.normalize_advantage": "False",
+    "--model.num_minibatches": "4",
     "--data.replay_ratio": "0.0",
     "--data.replay_capacity": "1024",
     "--data.replay_prioritized": "False",
@@ -211,7 +212,10 @@ def test_a_run_of_the_earlier_pong_default_resumes_and_plays_without_flags(tmp_p
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     same = first.only_run("pong")  # still one run
     frames = first.client().get_metric_history(same.info.run_id, "frames")
-    assert max(m.value for m in frames) == 4 * 8 * 10 * 4
+    # the earlier default's unrolls of 10 for 2 steps, then today's 40, and one line that says so
+    assert max(m.value for m in frames) == 2 * 8 * 10 * 4 + 2 * 8 * 40 * 4
+    warnings = [line for line in resumed.stderr.splitlines() if line.startswith("warning: resuming with other data")]
+    assert len(warnings) == 1 and "data.unroll_length 40 (checkpoint: 10)" in warnings[0], resumed.stderr[-2000:]
     played = run_recipe("pong", ["test", "--ckpt_path=last", "--eval.episodes=1", "--eval.video=false"], tmp_path)
     assert played.returncode == 0, played.stderr[-3000:]
     assert "eval/return_mean" in played.stdout

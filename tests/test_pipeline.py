@@ -234,7 +234,7 @@ def test_pong_fits_on_two_workers_in_bf16(tmp_path, no_stray_workers) -> None:
     mlflow_run = run.only_run("pong")
     client = run.client()
     frames = client.get_metric_history(mlflow_run.info.run_id, "frames")
-    assert frames[-1].value == 6 * 8 * 10 * 4  # Atari frames: agent steps (the recipe's unrolls of 10) x frame skip 4
+    assert frames[-1].value == 6 * 8 * 40 * 4  # Atari frames: agent steps (the recipe's unrolls of 40) x frame skip 4
     loss = client.get_metric_history(mlflow_run.info.run_id, "loss/total")
     assert all(math.isfinite(m.value) for m in loss)
     assert mlflow_run.data.params["data.actor_precision"] == "bf16-mixed"
