@@ -121,6 +121,7 @@ class ImpalaModule(pl.LightningModule):
         self._nonfinite_in_row = 0
         self._log_this_update = True  # False on the minibatch updates whose metrics are not logged (APPO)
         self._recent_games: deque[tuple[float, float]] = deque(maxlen=100)  # (raw score, length); checkpointed
+        # not Lightning's Timer: the Trainer adds one only when trainer.max_time is set
         self._train_seconds_before = 0.0  # training time of the processes this run was resumed from
         self._train_start: float | None = None
         self._fps_window: deque[tuple[float, int]] = deque(maxlen=20)
